@@ -1,0 +1,23 @@
+//! nuri-model: the configuration tree, the Qwen2 language backbone (embedding, RMSNorm,
+//! M-RoPE, grouped-query attention, SwiGLU MLP, KV cache) and, on top of it, the multimodal
+//! model.
+//!
+//! The module tree follows the reference checkpoint (Hugging Face `Qwen2VLForConditionalGeneration`),
+//! so field names are tensor names.
+
+pub mod attention;
+pub mod config;
+pub mod decoder;
+pub mod kv_cache;
+pub mod mask;
+pub mod mlp;
+pub mod norm;
+pub mod rope;
+
+pub use attention::Attention;
+pub use config::{ConfigError, TextConfig};
+pub use decoder::{CausalLm, DecoderLayer, TextModel};
+pub use kv_cache::KvCache;
+pub use mask::{causal_padding_mask, position_ids_from_mask, text_position_ids};
+pub use norm::RmsNorm;
+pub use rope::MultimodalRotary;

@@ -1,0 +1,6 @@
+//! The `nuri` crate: the command line and what it shares with the examples and tests.
+
+pub mod check;
+pub mod device;
+
+pub use device::{DeviceChoice, DeviceError};
