@@ -4,7 +4,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use nuri::DeviceChoice;
 use nuri::check::{CheckShape, run_check};
-use nuri_model::TextConfig;
+use std::path::PathBuf;
+
+use burn::tensor::{DType, Device};
+use nuri_model::{TextConfig, load_pretrained, save_pretrained};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,6 +72,16 @@ enum Command {
         #[arg(long, default_value_t = 1e-3)]
         tolerance: f32,
     },
+    /// Load a Hugging Face Qwen2-VL checkpoint directory (strictly: every tensor must match)
+    /// and write it back out (config.json + model.safetensors), as transformers lays it out.
+    Convert {
+        /// Checkpoint directory to read (config.json, model.safetensors or sharded).
+        #[arg(long)]
+        from: PathBuf,
+        /// Directory to write.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -121,6 +134,13 @@ fn main() -> Result<()> {
                     report.max_abs_diff
                 );
             }
+        }
+        Command::Convert { from, to } => {
+            let (config, model) = load_pretrained(&from, &Device::flex(), DType::F32)
+                .with_context(|| format!("loading {}", from.display()))?;
+            save_pretrained(&model, &config, &to)
+                .with_context(|| format!("writing {}", to.display()))?;
+            println!("wrote {}", to.display());
         }
     }
     Ok(())

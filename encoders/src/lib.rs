@@ -1,3 +1,10 @@
-//! nuri-encoders: media decoding (images; videos as GIF/APNG/WebP/frame folders; mp4 and more
-//! through FFmpeg), frame sampling, resize/normalize/patchify, the vision transformer and the
-//! projector into the language model's width.
+//! nuri-encoders: the vision/video encoder (Qwen2-VL's ViT with 2D RoPE) and the projector
+//! (patch merger) into the language model's width. Later: media decoding, frame sampling,
+//! resize/normalize/patchify.
+
+pub mod norm;
+pub mod projector;
+pub mod vision;
+
+pub use projector::PatchMerger;
+pub use vision::{VisionConfig, VisionError, VisionTransformer};

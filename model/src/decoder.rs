@@ -156,15 +156,7 @@ impl CausalLm {
     /// # Shapes
     /// - `hidden`: `[batch, seq, hidden]` → `[batch, seq, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            // Tied: the embedding matrix `[vocab, hidden]` read as a `[hidden, vocab]` map.
-            None => linear_op(
-                hidden,
-                self.model.embed_tokens.weight.val().transpose(),
-                None,
-            ),
-        }
+        lm_logits(hidden, self.lm_head.as_ref(), &self.model.embed_tokens)
     }
 
     /// Next-token logits for every input position.
@@ -198,5 +190,17 @@ impl CausalLm {
             .model
             .forward_embeds(embeds, position_ids, attention_mask, cache);
         self.logits(hidden)
+    }
+}
+
+/// The language-model head: `lm_head`, or the token embedding read as a `[hidden, vocab]`
+/// map when the two are tied.
+///
+/// # Shapes
+/// - `hidden`: `[batch, seq, hidden]` → `[batch, seq, vocab]`
+pub fn lm_logits(hidden: Tensor<3>, lm_head: Option<&Linear>, embed: &Embedding) -> Tensor<3> {
+    match lm_head {
+        Some(head) => head.forward(hidden),
+        None => linear_op(hidden, embed.weight.val().transpose(), None),
     }
 }

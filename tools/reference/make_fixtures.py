@@ -100,7 +100,7 @@ def reinit_(model: torch.nn.Module, seed: int) -> None:
     * norm weights (RMSNorm / LayerNorm, incl. merger ln_q): 1 + 0.1 N(0,1)
     * every bias (incl. LayerNorm bias): 0.1 N(0,1)
     * embed_tokens: N(0,1)
-    * lm_head: N(0, (4/sqrt(fan_in))^2)  -> logits std ~4
+    * lm_head: N(0, (2/sqrt(fan_in))^2)  -> logits std ~2; rows 250..255 (special) scaled by 0.1
     * other weights (linear, Conv3d patch embed): N(0, (1.5/sqrt(fan_in))^2)
     """
     g = torch.Generator().manual_seed(seed)
@@ -114,9 +114,12 @@ def reinit_(model: torch.nn.Module, seed: int) -> None:
             new = torch.randn(shape, generator=g)
         else:
             fan_in = p[0].numel()
-            std = (4.0 if name == "lm_head.weight" else 1.5) / fan_in**0.5
+            std = (2.0 if name == "lm_head.weight" else 1.5) / fan_in**0.5
             new = std * torch.randn(shape, generator=g)
         p.copy_(new.to(p.dtype))
+    # Special tokens (250..255) get tiny lm_head rows so greedy decoding never emits them
+    # (an emitted image/video placeholder would make the no-cache re-check ill-defined).
+    model.lm_head.weight[VISION_START:] *= 0.1
 
 
 def build_model(seed: int) -> Qwen2VLForConditionalGeneration:
@@ -247,12 +250,21 @@ def greedy(model, case: dict):
         pad_token_id=PAD,
         bos_token_id=None,
         use_cache=True,
+        output_logits=True,
+        return_dict_in_generate=True,
     )
     inputs = model_inputs(case)
-    out = model.generate(**inputs, generation_config=gen_cfg, output_logits=True, return_dict_in_generate=True)
+    # generate() fills unset (None) fields from model.generation_config, so clear its EOS for the call.
+    saved_eos = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = None
+    try:
+        out = model.generate(**inputs, generation_config=gen_cfg)
+    finally:
+        model.generation_config.eos_token_id = saved_eos
     s = case["input_ids"].shape[1]
     tokens = out.sequences[:, s:].clone()
     assert tokens.shape[1] == NEW_TOKENS, tokens.shape
+    assert int(tokens.max()) < VISION_START, f"greedy produced a special token: {tokens.tolist()}"
     step_logits = torch.stack(out.logits, dim=1).float()  # [b, 16, V]
     assert torch.equal(step_logits.argmax(-1), tokens)
     margin_cached = top2_margin(step_logits).min().item()
@@ -405,7 +417,8 @@ def check_export(args) -> None:
     cases_dir = Path(args.cases).resolve()
     model = Qwen2VLForConditionalGeneration.from_pretrained(src, attn_implementation="eager", dtype=torch.float32)
     model.eval()
-    report = {"checkpoint": str(src), "transformers": transformers.__version__, "torch": torch.__version__, "cases": {}}
+    shown = str(src.relative_to(REPO)) if src.is_relative_to(REPO) else str(src)
+    report = {"checkpoint": shown, "transformers": transformers.__version__, "torch": torch.__version__, "cases": {}}
     worst = 0.0
     for f in sorted(cases_dir.glob("*.safetensors")):
         case = load_file(str(f))
@@ -441,9 +454,9 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(prog="make_fixtures.py")
     p.add_argument("--out-dir", default=str(REPO / "fixtures"))
-    p.add_argument("--seed", type=int, default=0, help="first model seed to try")
+    p.add_argument("--seed", type=int, default=9, help="first model seed to try (9: its min greedy margin is above the default --min-margin)")
     p.add_argument("--no-search", dest="search", action="store_false", help="use --seed even if margins are small")
-    p.add_argument("--min-margin", type=float, default=1e-3)
+    p.add_argument("--min-margin", type=float, default=0.02)
     p.add_argument("--max-tries", type=int, default=50)
     p.add_argument("--shard-size", default="300KB")
     make(p.parse_args())

@@ -1,0 +1,318 @@
+//! Qwen2-VL's vision transformer (`Qwen2VisionTransformerPretrainedModel` in transformers):
+//! a tubelet embedding, pre-norm blocks with 2D rotary attention and a QuickGELU MLP, and the
+//! patch merger. Attention never crosses from one temporal slice of one image or video to
+//! another: the reference's `cu_seqlens` cut the patches into `h·w` runs, one per slice.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+
+use super::config::{VisionConfig, VisionError, count_patches};
+use super::rope2d::{patch_positions, vision_rotary_tables};
+use crate::norm::{LayerNorm, VISION_LAYER_NORM_EPS};
+use crate::projector::{INIT_STD, PatchMerger, linear};
+
+/// The reference's `Conv3d(C, embed, kernel = stride = (T, P, P), bias = False)`. Its kernel
+/// covers each tubelet exactly once, so it is a linear map of the flattened tubelet; the
+/// weight keeps the checkpoint's 5D shape `[embed, C, T, P, P]`.
+#[derive(Module, Debug)]
+pub struct PatchProjection {
+    pub weight: Param<Tensor<5>>,
+}
+
+/// Tubelet embedding.
+#[derive(Module, Debug)]
+pub struct PatchEmbed {
+    pub proj: PatchProjection,
+}
+
+impl PatchEmbed {
+    fn new(config: &VisionConfig, device: &Device) -> Self {
+        let shape = [
+            config.embed_dim,
+            config.in_channels,
+            config.temporal_patch_size,
+            config.patch_size,
+            config.patch_size,
+        ];
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: INIT_STD,
+        };
+        Self {
+            proj: PatchProjection {
+                weight: init.init(shape, device),
+            },
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[n_patches, C·T·P·P]` → `[n_patches, embed_dim]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let [embed, c, t, p, _] = self.proj.weight.dims();
+        let weight = self.proj.weight.val().reshape([embed, c * t * p * p]); // [embed, CTPP]
+        x.matmul(weight.transpose())
+    }
+}
+
+/// Multi-head self-attention of the vision tower, with a fused q/k/v projection.
+#[derive(Module, Debug)]
+pub struct VisionAttention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub num_heads: usize,
+}
+
+impl VisionAttention {
+    /// Attends each run of `segments` (lengths, in order) to itself only.
+    ///
+    /// # Shapes
+    /// - `x`: `[n, embed]`; `cos`, `sin`: `[n, 1, head_dim]` → `[n, embed]`
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        cos: &Tensor<3>,
+        sin: &Tensor<3>,
+        segments: &[usize],
+    ) -> Tensor<2> {
+        let [n, d] = x.dims();
+        let h = self.num_heads;
+        let hd = d / h;
+        let qkv = self.qkv.forward(x).reshape([n, 3, h, hd]); // [n, 3, h, hd]
+        let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([n, h, hd]);
+        let rotate = |t: Tensor<3>| t.clone() * cos.clone() + rotate_half(t) * sin.clone();
+        let q = rotate(part(0)).swap_dims(0, 1); // [h, n, hd]
+        let k = rotate(part(1)).swap_dims(0, 1);
+        let v = part(2).swap_dims(0, 1);
+        let mut outputs = Vec::with_capacity(segments.len());
+        let mut start = 0;
+        for &len in segments {
+            let slice = |t: &Tensor<3>| t.clone().narrow(1, start, len).unsqueeze_dim::<4>(0); // [1, h, len, hd]
+            outputs.push(attention(
+                slice(&q),
+                slice(&k),
+                slice(&v),
+                None,
+                None,
+                AttentionModuleOptions::default(),
+            ));
+            start += len;
+        }
+        let out = Tensor::cat(outputs, 2).reshape([h, n, hd]); // [h, n, hd]
+        let out = out.swap_dims(0, 1).reshape([n, d]); // [n, h * hd]
+        self.proj.forward(out)
+    }
+}
+
+/// `[x1, x2] -> [-x2, x1]` over the last dimension's halves.
+fn rotate_half(x: Tensor<3>) -> Tensor<3> {
+    let [_, _, hd] = x.dims();
+    let x1 = x.clone().narrow(2, 0, hd / 2);
+    let x2 = x.narrow(2, hd / 2, hd / 2);
+    Tensor::cat(vec![x2.neg(), x1], 2)
+}
+
+/// The block's MLP: `fc2(quick_gelu(fc1(x)))`.
+#[derive(Module, Debug)]
+pub struct VisionMlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+/// QuickGELU, `x · σ(1.702 x)` (the reference config's `hidden_act`).
+fn quick_gelu(x: Tensor<2>) -> Tensor<2> {
+    const QUICK_GELU_SCALE: f64 = 1.702;
+    x.clone() * sigmoid(x * QUICK_GELU_SCALE)
+}
+
+/// One pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct VisionBlock {
+    pub norm1: LayerNorm,
+    pub norm2: LayerNorm,
+    pub attn: VisionAttention,
+    pub mlp: VisionMlp,
+}
+
+impl VisionBlock {
+    fn new(config: &VisionConfig, device: &Device) -> Self {
+        let d = config.embed_dim;
+        Self {
+            norm1: LayerNorm::new(d, VISION_LAYER_NORM_EPS, device),
+            norm2: LayerNorm::new(d, VISION_LAYER_NORM_EPS, device),
+            attn: VisionAttention {
+                qkv: linear(d, 3 * d, device),
+                proj: linear(d, d, device),
+                num_heads: config.num_heads,
+            },
+            mlp: VisionMlp {
+                fc1: linear(d, config.mlp_hidden(), device),
+                fc2: linear(config.mlp_hidden(), d, device),
+            },
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[n, embed]` → `[n, embed]`
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        cos: &Tensor<3>,
+        sin: &Tensor<3>,
+        segments: &[usize],
+    ) -> Tensor<2> {
+        let x = x.clone() + self.attn.forward(self.norm1.forward(x), cos, sin, segments);
+        let hidden = self.mlp.fc1.forward(self.norm2.forward(x.clone()));
+        x + self.mlp.fc2.forward(quick_gelu(hidden))
+    }
+}
+
+/// The vision tower with its merger.
+#[derive(Module, Debug)]
+pub struct VisionTransformer {
+    pub patch_embed: PatchEmbed,
+    pub blocks: Vec<VisionBlock>,
+    pub merger: PatchMerger,
+    pub spatial_merge_size: usize,
+    pub patch_dim: usize,
+    pub head_dim: usize,
+}
+
+impl VisionTransformer {
+    /// A randomly initialized tower.
+    pub fn new(config: &VisionConfig, device: &Device) -> Result<Self, VisionError> {
+        config.validate()?;
+        Ok(Self {
+            patch_embed: PatchEmbed::new(config, device),
+            blocks: (0..config.depth)
+                .map(|_| VisionBlock::new(config, device))
+                .collect(),
+            merger: PatchMerger::new(config, device),
+            spatial_merge_size: config.spatial_merge_size,
+            patch_dim: config.patch_dim(),
+            head_dim: config.head_dim(),
+        })
+    }
+
+    /// The blocks' output before the merger, one row per patch.
+    ///
+    /// # Shapes
+    /// - `pixel_values`: `[n_patches, C·T·P·P]`, the grids' patches in order
+    /// - returns `[n_patches, embed_dim]`
+    pub fn encode_patches(
+        &self,
+        pixel_values: Tensor<2>,
+        grids: &[[usize; 3]],
+    ) -> Result<Tensor<2>, VisionError> {
+        let [n, width] = pixel_values.dims();
+        if width != self.patch_dim {
+            return Err(VisionError::PatchWidth {
+                expected: self.patch_dim,
+                got: width,
+            });
+        }
+        let merge = self.spatial_merge_size;
+        let expected = count_patches(grids, merge)?;
+        if expected != n {
+            return Err(VisionError::PatchCount { expected, got: n });
+        }
+        let device = pixel_values.device();
+        let (cos, sin) =
+            vision_rotary_tables(&patch_positions(grids, merge), self.head_dim, &device);
+        // One attention run per temporal slice of each grid (the reference's cu_seqlens).
+        let segments: Vec<usize> = grids
+            .iter()
+            .flat_map(|&[t, h, w]| std::iter::repeat_n(h * w, t))
+            .collect();
+        let mut x = self.patch_embed.forward(pixel_values);
+        for block in &self.blocks {
+            x = block.forward(x, &cos, &sin, &segments);
+        }
+        Ok(x)
+    }
+
+    /// Visual tokens in the language model's width, one per merged window.
+    ///
+    /// # Shapes
+    /// - `pixel_values`: `[n_patches, C·T·P·P]`
+    /// - returns `[n_patches / merge², hidden_size]`
+    pub fn forward(
+        &self,
+        pixel_values: Tensor<2>,
+        grids: &[[usize; 3]],
+    ) -> Result<Tensor<2>, VisionError> {
+        Ok(self
+            .merger
+            .forward(self.encode_patches(pixel_values, grids)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    fn tower() -> (VisionTransformer, Device) {
+        let device = Device::flex();
+        (
+            VisionTransformer::new(&VisionConfig::tiny(), &device).expect("valid"),
+            device,
+        )
+    }
+
+    #[test]
+    fn output_has_one_token_per_merged_window() {
+        let (vit, device) = tower();
+        let grids = [[1, 4, 6], [2, 2, 2]];
+        let pixels = Tensor::<2>::random([24 + 8, 1176], Distribution::Default, &device);
+        let out = vit.forward(pixels, &grids).expect("valid grids");
+        assert_eq!(out.dims(), [(24 + 8) / 4, 64]);
+    }
+
+    #[test]
+    fn images_in_one_batch_do_not_see_each_other() {
+        let (vit, device) = tower();
+        let a = Tensor::<2>::random([16, 1176], Distribution::Default, &device);
+        let b = Tensor::<2>::random([8, 1176], Distribution::Default, &device);
+        let alone = vit.forward(a.clone(), &[[1, 4, 4]]).expect("valid");
+        let together = vit
+            .forward(Tensor::cat(vec![a, b], 0), &[[1, 4, 4], [1, 2, 4]])
+            .expect("valid");
+        let diff = (alone - together.narrow(0, 0, 4))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(
+            diff < 1e-5,
+            "an image's tokens changed by {diff} when another joined the batch"
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let (vit, device) = tower();
+        let pixels = Tensor::<2>::zeros([16, 1176], &device);
+        assert_eq!(
+            vit.forward(pixels.clone(), &[[1, 4, 2]]).unwrap_err(),
+            VisionError::PatchCount {
+                expected: 8,
+                got: 16
+            }
+        );
+        assert!(matches!(
+            vit.forward(pixels, &[[1, 4, 3]]),
+            Err(VisionError::BadGrid { index: 0, .. })
+        ));
+        let narrow = Tensor::<2>::from_data(TensorData::zeros::<f32, _>([4, 10]), &device);
+        assert_eq!(
+            vit.forward(narrow, &[[1, 2, 2]]).unwrap_err(),
+            VisionError::PatchWidth {
+                expected: 1176,
+                got: 10
+            }
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! The multimodal model (`Qwen2VLForConditionalGeneration`): the vision tower and merger,
+//! the language model, and the fusion between them — visual tokens replace the embeddings
+//! of `<|image_pad|>` / `<|video_pad|>` placeholders in order, and M-RoPE positions follow
+//! [`rope_index`].
+//!
+//! The module tree is the one transformers 5 saves: `model.visual.*`,
+//! `model.language_model.*`, `lm_head.*`.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use nuri_encoders::{VisionConfig, VisionError, VisionTransformer};
+use thiserror::Error;
+
+use crate::config::{ConfigError, TextConfig};
+use crate::decoder::{TextModel, lm_logits};
+use crate::kv_cache::KvCache;
+use crate::mlp::linear;
+use crate::rope_index::{FusionError, VisionTokens, rope_index};
+
+/// Why a multimodal forward could not run.
+#[derive(Debug, Error, PartialEq)]
+pub enum ModelError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    #[error(transparent)]
+    Fusion(#[from] FusionError),
+}
+
+/// The whole model's configuration: the language model, the vision tower and the special
+/// tokens that tie them together.
+#[derive(Config, Debug, PartialEq)]
+pub struct NuriConfig {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    /// `<|image_pad|>`: one per merged image token.
+    pub image_token_id: i64,
+    /// `<|video_pad|>`: one per merged video token.
+    pub video_token_id: i64,
+    /// `<|vision_start|>`, before each visual block.
+    pub vision_start_token_id: i64,
+    /// `<|vision_end|>`, after each visual block.
+    pub vision_end_token_id: i64,
+}
+
+impl NuriConfig {
+    /// The test model: `TextConfig::tiny` (vocab 256) with `VisionConfig::tiny`, special
+    /// tokens at the top of the vocabulary.
+    pub fn tiny() -> Self {
+        let text = TextConfig {
+            vocab_size: 256,
+            ..TextConfig::tiny()
+        };
+        Self::new(text, VisionConfig::tiny(), 252, 253, 250, 251)
+    }
+
+    /// Qwen2-VL-2B-Instruct (its `config.json`).
+    pub fn qwen2_vl_2b() -> Self {
+        Self::new(
+            TextConfig::qwen2_vl_2b(),
+            VisionConfig::qwen2_vl(1536),
+            151_655,
+            151_656,
+            151_652,
+            151_653,
+        )
+    }
+
+    /// How placeholders are recognized.
+    pub fn vision_tokens(&self) -> VisionTokens {
+        VisionTokens {
+            image_token_id: self.image_token_id,
+            video_token_id: self.video_token_id,
+            spatial_merge_size: self.vision.spatial_merge_size,
+        }
+    }
+}
+
+/// The vision tower and the language model, under the reference's `model.` prefix.
+#[derive(Module, Debug)]
+pub struct NuriBody {
+    pub visual: VisionTransformer,
+    pub language_model: TextModel,
+}
+
+/// Vision encoder + merger + language model + head.
+#[derive(Module, Debug)]
+pub struct NuriModel {
+    pub model: NuriBody,
+    /// `None` when tied to the token embedding.
+    pub lm_head: Option<Linear>,
+    pub image_token_id: i64,
+    pub video_token_id: i64,
+    pub spatial_merge_size: usize,
+}
+
+/// One batch of model inputs, as the processor produces them.
+#[derive(Debug, Clone)]
+pub struct MultimodalInput {
+    /// `[batch, seq]`
+    pub input_ids: Tensor<2, Int>,
+    /// `[batch, seq]`, 1 = token, 0 = padding.
+    pub attention_mask: Option<Tensor<2, Int>>,
+    /// `[image patches, C·T·P·P]`, every image's patches in order.
+    pub pixel_values: Option<Tensor<2>>,
+    /// `(t, h, w)` patch grid per image.
+    pub image_grid_thw: Vec<[usize; 3]>,
+    /// `[video patches, C·T·P·P]`.
+    pub pixel_values_videos: Option<Tensor<2>>,
+    /// `(t, h, w)` patch grid per video.
+    pub video_grid_thw: Vec<[usize; 3]>,
+}
+
+impl MultimodalInput {
+    /// A text-only batch.
+    pub fn text(input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Self {
+        Self {
+            input_ids,
+            attention_mask,
+            pixel_values: None,
+            image_grid_thw: Vec::new(),
+            pixel_values_videos: None,
+            video_grid_thw: Vec::new(),
+        }
+    }
+}
+
+/// What a prefill returns.
+#[derive(Debug, Clone)]
+pub struct Prefill {
+    /// `[batch, seq, vocab]`
+    pub logits: Tensor<3>,
+    /// `[3, batch, seq]`
+    pub position_ids: Tensor<3, Int>,
+    /// Per row: decoding continues at position `cached_len + delta`.
+    pub rope_deltas: Vec<i64>,
+}
+
+impl NuriModel {
+    /// A randomly initialized model.
+    pub fn new(config: &NuriConfig, device: &Device) -> Result<Self, ModelError> {
+        let text = &config.text;
+        Ok(Self {
+            model: NuriBody {
+                visual: VisionTransformer::new(&config.vision, device)?,
+                language_model: TextModel::new(text, device)?,
+            },
+            lm_head: (!text.tie_word_embeddings)
+                .then(|| linear(text.hidden_size, text.vocab_size, false, device)),
+            image_token_id: config.image_token_id,
+            video_token_id: config.video_token_id,
+            spatial_merge_size: config.vision.spatial_merge_size,
+        })
+    }
+
+    /// A fresh KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.model.language_model.layers.len())
+    }
+
+    fn vision_tokens(&self) -> VisionTokens {
+        VisionTokens {
+            image_token_id: self.image_token_id,
+            video_token_id: self.video_token_id,
+            spatial_merge_size: self.spatial_merge_size,
+        }
+    }
+
+    /// Visual tokens for one modality, if it has pixels.
+    fn encode(
+        &self,
+        pixels: &Option<Tensor<2>>,
+        grids: &[[usize; 3]],
+    ) -> Result<Option<Tensor<2>>, ModelError> {
+        match pixels {
+            Some(pixels) => Ok(Some(self.model.visual.forward(pixels.clone(), grids)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Token embeddings with the visual tokens spliced in at their placeholders.
+    ///
+    /// # Shapes
+    /// - returns `[batch, seq, hidden]`
+    fn fused_embeddings(
+        &self,
+        input: &MultimodalInput,
+        ids: &[i64],
+    ) -> Result<Tensor<3>, ModelError> {
+        let [b, s] = input.input_ids.dims();
+        let embeds = self.model.language_model.embed(input.input_ids.clone()); // [b, s, d]
+        let [_, _, d] = embeds.dims();
+        let mut sources = vec![embeds.reshape([b * s, d])]; // [b*s, d], then visual rows
+        let mut gather: Vec<i64> = (0..(b * s) as i64).collect();
+        let mut next_row = (b * s) as i64;
+        for (kind, token, pixels, grids) in [
+            (
+                "image",
+                self.image_token_id,
+                &input.pixel_values,
+                &input.image_grid_thw,
+            ),
+            (
+                "video",
+                self.video_token_id,
+                &input.pixel_values_videos,
+                &input.video_grid_thw,
+            ),
+        ] {
+            let slots: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == token).collect();
+            let features = match self.encode(pixels, grids)? {
+                Some(features) => features,
+                None if slots.is_empty() => continue,
+                None => return Err(FusionError::MissingPixels { kind }.into()),
+            };
+            let count = features.dims()[0];
+            if count != slots.len() {
+                return Err(FusionError::TokenCount {
+                    kind,
+                    tokens: slots.len(),
+                    features: count,
+                }
+                .into());
+            }
+            for slot in slots {
+                gather[slot] = next_row;
+                next_row += 1;
+            }
+            sources.push(features);
+        }
+        if sources.len() == 1 {
+            return Ok(sources.remove(0).reshape([b, s, d]));
+        }
+        let device = input.input_ids.device();
+        let gather = Tensor::<1, Int>::from_data(TensorData::new(gather, [b * s]), &device);
+        // Row i of the result is row gather[i] of [text embeddings; image rows; video rows].
+        Ok(Tensor::cat(sources, 0).select(0, gather).reshape([b, s, d]))
+    }
+
+    /// Runs the whole prompt: vision tower, fusion, M-RoPE positions, language model. With a
+    /// cache, it is filled for decoding.
+    pub fn prefill(
+        &self,
+        input: &MultimodalInput,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Prefill, ModelError> {
+        let [b, s] = input.input_ids.dims();
+        let device = input.input_ids.device();
+        let ids = int_vec(input.input_ids.clone());
+        let mask = input.attention_mask.clone().map(int_vec);
+        let index = rope_index(
+            &ids,
+            mask.as_deref(),
+            [b, s],
+            &input.image_grid_thw,
+            &input.video_grid_thw,
+            self.vision_tokens(),
+        )?;
+        let embeds = self.fused_embeddings(input, &ids)?;
+        let position_ids =
+            Tensor::<3, Int>::from_data(TensorData::new(index.position_ids, [3, b, s]), &device);
+        let hidden = self.model.language_model.forward_embeds(
+            embeds,
+            position_ids.clone(),
+            input.attention_mask.clone(),
+            cache,
+        );
+        Ok(Prefill {
+            logits: self.logits(hidden),
+            position_ids,
+            rope_deltas: index.rope_deltas,
+        })
+    }
+
+    /// One decoding step for new text tokens after a prefill. Each row's positions continue
+    /// at its count of real (unpadded) tokens so far plus its rope delta.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]`
+    /// - `attention_mask`: `[batch, cached + seq]`
+    /// - returns `[batch, seq, vocab]`
+    pub fn decode_step(
+        &self,
+        tokens: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        rope_deltas: &[i64],
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let [b, s] = tokens.dims();
+        let past = cache.seq_len();
+        let seen: Vec<i64> = match &attention_mask {
+            Some(mask) => {
+                let mask = int_vec(mask.clone());
+                let t = mask.len() / b;
+                (0..b)
+                    .map(|row| mask[row * t..row * t + past].iter().sum())
+                    .collect()
+            }
+            None => vec![past as i64; b],
+        };
+        let positions: Vec<i64> = (0..3)
+            .flat_map(|_| seen.iter().zip(rope_deltas))
+            .flat_map(|(seen, delta)| (0..s as i64).map(move |i| seen + delta + i))
+            .collect();
+        let device = tokens.device();
+        let position_ids =
+            Tensor::<3, Int>::from_data(TensorData::new(positions, [3, b, s]), &device);
+        let embeds = self.model.language_model.embed(tokens);
+        let hidden = self.model.language_model.forward_embeds(
+            embeds,
+            position_ids,
+            attention_mask,
+            Some(cache),
+        );
+        self.logits(hidden)
+    }
+
+    /// Greedy decoding of exactly `max_new_tokens` tokens per row (no stop condition), the
+    /// visual encoder running once in the prefill. Returns the new token ids.
+    pub fn greedy(
+        &self,
+        input: &MultimodalInput,
+        max_new_tokens: usize,
+    ) -> Result<Vec<Vec<i64>>, ModelError> {
+        let [b, s] = input.input_ids.dims();
+        let device = input.input_ids.device();
+        let mut cache = self.new_cache();
+        let prefill = self.prefill(input, Some(&mut cache))?;
+        let mut mask = input
+            .attention_mask
+            .clone()
+            .unwrap_or_else(|| Tensor::ones([b, s], &device));
+        let mut logits = prefill.logits;
+        let mut generated = vec![Vec::with_capacity(max_new_tokens); b];
+        for step in 0..max_new_tokens {
+            let [_, len, _] = logits.dims();
+            let next = logits.narrow(1, len - 1, 1).argmax(2).reshape([b, 1]); // [b, 1]
+            for (row, token) in generated.iter_mut().zip(int_vec(next.clone())) {
+                row.push(token);
+            }
+            if step + 1 == max_new_tokens {
+                break;
+            }
+            mask = Tensor::cat(vec![mask, Tensor::ones([b, 1], &device)], 1);
+            logits = self.decode_step(next, Some(mask.clone()), &prefill.rope_deltas, &mut cache);
+        }
+        Ok(generated)
+    }
+
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]` → `[batch, seq, vocab]`
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        lm_logits(
+            hidden,
+            self.lm_head.as_ref(),
+            &self.model.language_model.embed_tokens,
+        )
+    }
+}
+
+/// An int tensor's values on the host, whatever the backend's int width.
+fn int_vec<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
+    t.into_data()
+        .try_to_vec_as::<i64>()
+        .expect("an int tensor converts to i64")
+}
