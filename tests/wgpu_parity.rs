@@ -44,3 +44,60 @@ fn backbone_forward_on_wgpu_equals_cpu() {
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-3, "wgpu and cpu logits differ by {diff}");
 }
+
+#[test]
+fn multimodal_forward_on_wgpu_equals_cpu() {
+    use burn::tensor::DType;
+    use nuri_model::{MultimodalInput, load_pretrained};
+
+    let cpu = DeviceChoice::Cpu.device().expect("cpu");
+    let gpu = DeviceChoice::Wgpu
+        .device()
+        .expect("built with --features wgpu");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen2vl-tiny");
+    let (config, model) = load_pretrained(&fixture, &cpu, DType::F32).expect("fixture loads");
+    let image = config.image_token_id;
+    let ids = vec![
+        5,
+        config.vision_start_token_id,
+        image,
+        image,
+        image,
+        image,
+        config.vision_end_token_id,
+        7,
+        9,
+    ];
+    let pixels: Vec<f32> = (0..16 * 1176)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
+        .collect();
+    let run = |model: &nuri_model::NuriModel, device| {
+        let input = MultimodalInput {
+            pixel_values: Some(Tensor::from_data(
+                TensorData::new(pixels.clone(), [16, 1176]),
+                device,
+            )),
+            image_grid_thw: vec![[1, 4, 4]],
+            ..MultimodalInput::text(
+                Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, 9]), device),
+                None,
+            )
+        };
+        let logits = model
+            .prefill(&input, None)
+            .expect("consistent input")
+            .logits;
+        logits.into_data().try_to_vec::<f32>().expect("f32")
+    };
+    let on_cpu = run(&model, &cpu);
+    let on_gpu = run(&model.clone().to_device(&gpu), &gpu);
+    let diff = on_cpu
+        .iter()
+        .zip(&on_gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff < 1e-3,
+        "wgpu and cpu multimodal logits differ by {diff}"
+    );
+}

@@ -213,6 +213,24 @@ mod tests {
     }
 
     #[test]
+    fn a_right_padded_row_gets_the_positions_it_has_alone() {
+        let alone =
+            rope_index(&[1, 9, 9, 2], None, [1, 4], &[[1, 2, 4]], &[], TOKENS).expect("valid");
+        let ids = [1, 9, 9, 2, 0, 0];
+        let mask = [1, 1, 1, 1, 0, 0];
+        let padded =
+            rope_index(&ids, Some(&mask), [1, 6], &[[1, 2, 4]], &[], TOKENS).expect("valid");
+        for stream in 0..3 {
+            assert_eq!(
+                padded.position_ids[stream * 6..stream * 6 + 4],
+                alone.position_ids[stream * 4..stream * 4 + 4]
+            );
+            assert_eq!(padded.position_ids[stream * 6 + 4..stream * 6 + 6], [0, 0]);
+        }
+        assert_eq!(padded.rope_deltas, alone.rope_deltas);
+    }
+
+    #[test]
     fn mismatched_placeholders_are_errors() {
         let short = rope_index(&[9, 9, 9], None, [1, 3], &[[1, 4, 2]], &[], TOKENS);
         assert!(matches!(

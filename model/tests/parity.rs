@@ -296,6 +296,24 @@ fn bf16_loading_casts_every_parameter() {
         "{:?}",
         dtypes.0
     );
+
+    // A bf16 forward of fp32 pixels stays near the fp32 reference (bf16 keeps ~3 digits;
+    // a broken path would be off by the logits' whole scale).
+    let case = Case::open("one_image");
+    let input = case.input(&device);
+    let logits = model
+        .prefill(&input, None)
+        .expect("consistent")
+        .logits
+        .cast(DType::F32);
+    let (want, _) = case.floats("logits");
+    let diff = max_abs_diff(&floats_of(logits), &want);
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    println!("bf16 one_image: max |logit diff| {diff:.3} (logits up to {scale:.1})");
+    assert!(
+        diff < 0.05 * scale,
+        "bf16 logits differ by {diff} (scale {scale})"
+    );
 }
 
 #[test]

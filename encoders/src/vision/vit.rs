@@ -8,7 +8,7 @@ use burn::nn::{Initializer, Linear};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 use super::config::{VisionConfig, VisionError, count_patches};
 use super::rope2d::{patch_positions, vision_rotary_tables};
@@ -83,7 +83,12 @@ impl VisionAttention {
         let hd = d / h;
         let qkv = self.qkv.forward(x).reshape([n, 3, h, hd]); // [n, 3, h, hd]
         let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([n, h, hd]);
-        let rotate = |t: Tensor<3>| t.clone() * cos.clone() + rotate_half(t) * sin.clone();
+        // In fp32 whatever the model's dtype, then back (as the reference does).
+        let rotate = |t: Tensor<3>| {
+            let dtype = t.dtype();
+            let t = t.cast(DType::F32);
+            (t.clone() * cos.clone() + rotate_half(t) * sin.clone()).cast(dtype)
+        };
         let q = rotate(part(0)).swap_dims(0, 1); // [h, n, hd]
         let k = rotate(part(1)).swap_dims(0, 1);
         let v = part(2).swap_dims(0, 1);
@@ -227,6 +232,8 @@ impl VisionTransformer {
             .iter()
             .flat_map(|&[t, h, w]| std::iter::repeat_n(h * w, t))
             .collect();
+        // Pixels arrive in fp32; the tower may be in bf16.
+        let pixel_values = pixel_values.cast(self.patch_embed.proj.weight.val().dtype());
         let mut x = self.patch_embed.forward(pixel_values);
         for block in &self.blocks {
             x = block.forward(x, &cos, &sin, &segments);
