@@ -10,6 +10,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use nuri_encoders::vision::rope2d::rotate_half;
 
 /// The rotary embedding of one model: frequencies and how they are split between streams.
 /// It has no parameters; the tables are recomputed per forward from the position ids.
@@ -97,15 +98,6 @@ impl RotaryTables {
         let sin = self.sin.clone().cast(dtype);
         x.clone() * cos + rotate_half(x) * sin
     }
-}
-
-/// `[x1, x2] -> [-x2, x1]` over the last dimension's two halves.
-fn rotate_half(x: Tensor<4>) -> Tensor<4> {
-    let [_, _, _, hd] = x.dims();
-    let half = hd / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    Tensor::cat(vec![x2.neg(), x1], 3)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Tensor};
 
 use super::config::{VisionConfig, VisionError, count_patches};
-use super::rope2d::{patch_positions, vision_rotary_tables};
+use super::rope2d::{patch_positions, rotate_half, vision_rotary_tables};
 use crate::norm::{LayerNorm, VISION_LAYER_NORM_EPS};
 use crate::projector::{INIT_STD, PatchMerger, linear};
 
@@ -58,6 +58,17 @@ impl PatchEmbed {
     }
 }
 
+/// Where the patches of one forward sit: rotary tables and the attention runs.
+#[derive(Debug, Clone)]
+pub struct PatchLayout {
+    /// `[n, 1, head_dim]`
+    pub cos: Tensor<3>,
+    /// `[n, 1, head_dim]`
+    pub sin: Tensor<3>,
+    /// Lengths of the runs of patches that attend to each other (one per temporal slice).
+    pub segments: Vec<usize>,
+}
+
 /// Multi-head self-attention of the vision tower, with a fused q/k/v projection.
 #[derive(Module, Debug)]
 pub struct VisionAttention {
@@ -67,17 +78,12 @@ pub struct VisionAttention {
 }
 
 impl VisionAttention {
-    /// Attends each run of `segments` (lengths, in order) to itself only.
+    /// Attends each run of `layout.segments` to itself only.
     ///
     /// # Shapes
-    /// - `x`: `[n, embed]`; `cos`, `sin`: `[n, 1, head_dim]` → `[n, embed]`
-    pub fn forward(
-        &self,
-        x: Tensor<2>,
-        cos: &Tensor<3>,
-        sin: &Tensor<3>,
-        segments: &[usize],
-    ) -> Tensor<2> {
+    /// - `x`: `[n, embed]` → `[n, embed]`
+    pub fn forward(&self, x: Tensor<2>, layout: &PatchLayout) -> Tensor<2> {
+        let PatchLayout { cos, sin, segments } = layout;
         let [n, d] = x.dims();
         let h = self.num_heads;
         let hd = d / h;
@@ -94,7 +100,7 @@ impl VisionAttention {
         let v = part(2).swap_dims(0, 1);
         let mut outputs = Vec::with_capacity(segments.len());
         let mut start = 0;
-        for &len in segments {
+        for &len in segments.iter() {
             let slice = |t: &Tensor<3>| t.clone().narrow(1, start, len).unsqueeze_dim::<4>(0); // [1, h, len, hd]
             outputs.push(attention(
                 slice(&q),
@@ -110,14 +116,6 @@ impl VisionAttention {
         let out = out.swap_dims(0, 1).reshape([n, d]); // [n, h * hd]
         self.proj.forward(out)
     }
-}
-
-/// `[x1, x2] -> [-x2, x1]` over the last dimension's halves.
-fn rotate_half(x: Tensor<3>) -> Tensor<3> {
-    let [_, _, hd] = x.dims();
-    let x1 = x.clone().narrow(2, 0, hd / 2);
-    let x2 = x.narrow(2, hd / 2, hd / 2);
-    Tensor::cat(vec![x2.neg(), x1], 2)
 }
 
 /// The block's MLP: `fc2(quick_gelu(fc1(x)))`.
@@ -162,14 +160,8 @@ impl VisionBlock {
 
     /// # Shapes
     /// - `x`: `[n, embed]` → `[n, embed]`
-    pub fn forward(
-        &self,
-        x: Tensor<2>,
-        cos: &Tensor<3>,
-        sin: &Tensor<3>,
-        segments: &[usize],
-    ) -> Tensor<2> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x), cos, sin, segments);
+    pub fn forward(&self, x: Tensor<2>, layout: &PatchLayout) -> Tensor<2> {
+        let x = x.clone() + self.attn.forward(self.norm1.forward(x), layout);
         let hidden = self.mlp.fc1.forward(self.norm2.forward(x.clone()));
         x + self.mlp.fc2.forward(quick_gelu(hidden))
     }
@@ -228,15 +220,16 @@ impl VisionTransformer {
         let (cos, sin) =
             vision_rotary_tables(&patch_positions(grids, merge), self.head_dim, &device);
         // One attention run per temporal slice of each grid (the reference's cu_seqlens).
-        let segments: Vec<usize> = grids
+        let segments = grids
             .iter()
             .flat_map(|&[t, h, w]| std::iter::repeat_n(h * w, t))
             .collect();
+        let layout = PatchLayout { cos, sin, segments };
         // Pixels arrive in fp32; the tower may be in bf16.
         let pixel_values = pixel_values.cast(self.patch_embed.proj.weight.val().dtype());
         let mut x = self.patch_embed.forward(pixel_values);
         for block in &self.blocks {
-            x = block.forward(x, &cos, &sin, &segments);
+            x = block.forward(x, &layout);
         }
         Ok(x)
     }
