@@ -1,0 +1,430 @@
+//! Images: decoding (PNG, JPEG, WebP, GIF's first frame, BMP), conversion to RGB, Qwen2-VL's
+//! "smart resize", Pillow-exact bicubic resampling, rescale + normalize, and patchify into
+//! `[n_patches, C·T·P·P]` rows with their `(t, h, w)` grid — what transformers'
+//! `Qwen2VLImageProcessor` produces.
+
+pub mod resample;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use resample::resize_bicubic;
+
+/// CLIP's per-channel mean, which Qwen2-VL normalizes with (`OPENAI_CLIP_MEAN`).
+#[allow(clippy::excessive_precision)] // the reference's digits, rounded to f32 as it does
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's per-channel standard deviation (`OPENAI_CLIP_STD`).
+#[allow(clippy::excessive_precision)] // the reference's digits, rounded to f32 as it does
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+/// The reference's default lower bound on resized pixels (`56 * 56`).
+pub const DEFAULT_MIN_PIXELS: usize = 56 * 56;
+/// The reference's default upper bound on resized pixels (`28 * 28 * 1280`).
+pub const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
+/// Longest side over shortest side beyond which the reference refuses an image.
+pub const MAX_ASPECT_RATIO: f64 = 200.0;
+
+/// Why an image could not be turned into model inputs.
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{source_name}: cannot decode image: {message}")]
+    Decode {
+        source_name: String,
+        message: String,
+    },
+    #[error(
+        "{source_name}: image is {width}×{height}; both sides must be at least 1 pixel and the aspect ratio at most {MAX_ASPECT_RATIO}"
+    )]
+    BadSize {
+        source_name: String,
+        width: usize,
+        height: usize,
+    },
+    #[error("{source_name}: {pixels} pixels after decoding exceeds the limit of {limit}")]
+    TooLarge {
+        source_name: String,
+        pixels: usize,
+        limit: usize,
+    },
+}
+
+/// An 8-bit RGB image, rows top to bottom, pixels interleaved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    /// `height * width * 3` bytes.
+    pub data: Vec<u8>,
+}
+
+/// Composites one RGBA pixel over opaque white with Pillow's integer arithmetic
+/// (`AlphaComposite.c`), which is what the reference's `convert_to_rgb` does.
+fn over_white([r, g, b, a]: [u8; 4]) -> [u8; 3] {
+    if a == 255 {
+        return [r, g, b];
+    }
+    if a == 0 {
+        return [255; 3];
+    }
+    // With an opaque background, Pillow's coefficients reduce to a·128 and (255 − a)·128.
+    const SHIFT: u32 = 7;
+    let coef1 = u32::from(a) << SHIFT;
+    let coef2 = (255 - u32::from(a)) << SHIFT;
+    let blend = |src: u8| {
+        let tmp = u32::from(src) * coef1 + 255 * coef2 + (0x80 << SHIFT);
+        ((((tmp >> 8) + tmp) >> 8) >> SHIFT) as u8
+    };
+    [blend(r), blend(g), blend(b)]
+}
+
+/// Decodes an encoded image (format guessed from its bytes) to RGB: alpha is composited on
+/// white, grayscale is expanded, an animation gives its first frame. `source_name` names the
+/// image in errors.
+pub fn decode_rgb(
+    bytes: &[u8],
+    source_name: &str,
+    max_pixels: usize,
+) -> Result<RgbImage, MediaError> {
+    let decode_error = |message: String| MediaError::Decode {
+        source_name: source_name.to_string(),
+        message,
+    };
+    let reader = || {
+        ::image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| decode_error(e.to_string()))
+    };
+    // Read the header first so an oversized image is refused before it is allocated.
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| decode_error(e.to_string()))?;
+    let (width, height) = (width as usize, height as usize);
+    if width * height > max_pixels {
+        return Err(MediaError::TooLarge {
+            source_name: source_name.to_string(),
+            pixels: width * height,
+            limit: max_pixels,
+        });
+    }
+    let decoded = reader()?
+        .decode()
+        .map_err(|e| decode_error(e.to_string()))?;
+    let data = if decoded.color().has_alpha() {
+        decoded
+            .to_rgba8()
+            .pixels()
+            .flat_map(|p| over_white(p.0))
+            .collect()
+    } else {
+        decoded.to_rgb8().into_raw()
+    };
+    Ok(RgbImage {
+        width,
+        height,
+        data,
+    })
+}
+
+/// Reads and decodes an image file; see [`decode_rgb`].
+pub fn load_rgb(path: &Path, max_pixels: usize) -> Result<RgbImage, MediaError> {
+    let bytes = std::fs::read(path).map_err(|source| MediaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode_rgb(&bytes, &path.display().to_string(), max_pixels)
+}
+
+/// Python's `round` (half to even), which the reference's `smart_resize` uses.
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+/// Qwen2-VL's `smart_resize`: the size nearest to `height × width` whose sides are multiples
+/// of `factor` and whose area lies in `[min_pixels, max_pixels]`, keeping the aspect ratio.
+/// Returns `(height, width)`.
+pub fn smart_resize(
+    height: usize,
+    width: usize,
+    factor: usize,
+    min_pixels: usize,
+    max_pixels: usize,
+) -> Option<(usize, usize)> {
+    if height == 0 || width == 0 {
+        return None;
+    }
+    let (h, w, f) = (height as f64, width as f64, factor as f64);
+    if h.max(w) / h.min(w) > MAX_ASPECT_RATIO {
+        return None;
+    }
+    // No lower clamp here (transformers 5): a side that rounds to 0 sends the image down the
+    // min_pixels branch below.
+    let mut h_bar = (round_half_even(h / f) * f) as usize;
+    let mut w_bar = (round_half_even(w / f) * f) as usize;
+    if h_bar * w_bar > max_pixels {
+        let beta = (h * w / max_pixels as f64).sqrt();
+        h_bar = factor.max(((h / beta / f).floor() * f) as usize);
+        w_bar = factor.max(((w / beta / f).floor() * f) as usize);
+    } else if h_bar * w_bar < min_pixels {
+        let beta = (min_pixels as f64 / (h * w)).sqrt();
+        h_bar = ((h * beta / f).ceil() * f) as usize;
+        w_bar = ((w * beta / f).ceil() * f) as usize;
+    }
+    Some((h_bar, w_bar))
+}
+
+/// The image processor's settings (a checkpoint's `preprocessor_config.json` overrides them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageProcessorConfig {
+    pub min_pixels: usize,
+    pub max_pixels: usize,
+    pub patch_size: usize,
+    pub merge_size: usize,
+    pub temporal_patch_size: usize,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+}
+
+impl Default for ImageProcessorConfig {
+    fn default() -> Self {
+        Self {
+            min_pixels: DEFAULT_MIN_PIXELS,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            patch_size: 14,
+            merge_size: 2,
+            temporal_patch_size: 2,
+            image_mean: CLIP_MEAN,
+            image_std: CLIP_STD,
+        }
+    }
+}
+
+/// Pixel values and the patch grid of one image (or video).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patches {
+    /// `[t·h·w, C·T·P·P]`, row-major.
+    pub pixel_values: Vec<f32>,
+    /// `(t, h, w)` in patches.
+    pub grid_thw: [usize; 3],
+}
+
+impl ImageProcessorConfig {
+    /// The side length resized images are multiples of (`patch_size × merge_size`).
+    pub fn factor(&self) -> usize {
+        self.patch_size * self.merge_size
+    }
+
+    /// Resizes an image as the reference does, returning the resized RGB image.
+    pub fn resize(&self, image: &RgbImage, source_name: &str) -> Result<RgbImage, MediaError> {
+        let (height, width) = smart_resize(
+            image.height,
+            image.width,
+            self.factor(),
+            self.min_pixels,
+            self.max_pixels,
+        )
+        .ok_or_else(|| MediaError::BadSize {
+            source_name: source_name.to_string(),
+            width: image.width,
+            height: image.height,
+        })?;
+        let data = resize_bicubic(&image.data, [image.width, image.height], [width, height], 3);
+        Ok(RgbImage {
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// Rescales to [0, 1], normalizes per channel and cuts into patches; `frames` share one
+    /// size (an image is one frame, repeated to fill the temporal patch).
+    pub fn patchify(&self, frames: &[&RgbImage]) -> Patches {
+        let (p, m, tp) = (self.patch_size, self.merge_size, self.temporal_patch_size);
+        let (height, width) = (frames[0].height, frames[0].width);
+        // Pad the frame count to a whole temporal patch by repeating the last frame.
+        let mut frames: Vec<&RgbImage> = frames.to_vec();
+        while !frames.len().is_multiple_of(tp) {
+            frames.push(frames[frames.len() - 1]);
+        }
+        let normalized: Vec<Vec<f32>> = frames
+            .iter()
+            .map(|frame| {
+                // Channel-first [3, H, W]: rescale in f64 then normalize in f32, as the
+                // reference's rescale (float64) and normalize (float32) do.
+                let mut planes = vec![0f32; 3 * height * width];
+                for (i, px) in frame.data.chunks_exact(3).enumerate() {
+                    for c in 0..3 {
+                        let v = (f64::from(px[c]) * (1.0 / 255.0)) as f32;
+                        planes[c * height * width + i] =
+                            (v - self.image_mean[c]) / self.image_std[c];
+                    }
+                }
+                planes
+            })
+            .collect();
+        let (gt, gh, gw) = (frames.len() / tp, height / p, width / p);
+        let row_len = 3 * tp * p * p;
+        let mut out = Vec::with_capacity(gt * gh * gw * row_len);
+        // Row order (t, window row, window col, row in window, col in window); feature order
+        // (channel, frame in tubelet, y, x) — the reference's reshape + transpose.
+        for t in 0..gt {
+            for wr in 0..gh / m {
+                for wc in 0..gw / m {
+                    for mi in 0..m {
+                        for mj in 0..m {
+                            let (py0, px0) = ((wr * m + mi) * p, (wc * m + mj) * p);
+                            for c in 0..3 {
+                                for tt in 0..tp {
+                                    let plane = &normalized[t * tp + tt][c * height * width..];
+                                    for y in 0..p {
+                                        let row = &plane[(py0 + y) * width + px0..];
+                                        out.extend_from_slice(&row[..p]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Patches {
+            pixel_values: out,
+            grid_thw: [gt, gh, gw],
+        }
+    }
+
+    /// Resize, rescale, normalize and patchify one image.
+    pub fn preprocess(&self, image: &RgbImage, source_name: &str) -> Result<Patches, MediaError> {
+        let resized = self.resize(image, source_name)?;
+        Ok(self.patchify(&[&resized]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smart_resize_matches_the_reference_formula() {
+        // Python: round(280/28)=10 -> 280; within bounds, unchanged.
+        assert_eq!(
+            smart_resize(280, 140, 28, 3136, 1_003_520),
+            Some((280, 140))
+        );
+        // Under the minimum: scaled up, ceiled to multiples of 28.
+        assert_eq!(smart_resize(30, 40, 28, 56 * 56, 1_003_520), Some((56, 84)));
+        // Half-way values round to even like Python: 42/28 = 1.5 -> 2, 70/28 = 2.5 -> 2.
+        assert_eq!(smart_resize(42, 70, 28, 0, usize::MAX), Some((56, 56)));
+        // Over the budget: scaled down, floored to multiples of 28.
+        assert_eq!(
+            smart_resize(200, 300, 28, 3136, 28 * 28 * 16),
+            Some((84, 112))
+        );
+        assert_eq!(smart_resize(1, 300, 28, 3136, 1_003_520), None);
+    }
+
+    #[test]
+    fn compositing_on_white_follows_pillow() {
+        assert_eq!(over_white([10, 20, 30, 255]), [10, 20, 30]);
+        assert_eq!(over_white([10, 20, 30, 0]), [255, 255, 255]);
+        // Half transparent black over white is mid gray.
+        assert_eq!(over_white([0, 0, 0, 128]), [127, 127, 127]);
+    }
+
+    fn png_bytes(width: u32, height: u32, rgba: bool) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let cursor = std::io::Cursor::new(&mut bytes);
+        if rgba {
+            let img = ::image::RgbaImage::from_fn(width, height, |x, y| {
+                ::image::Rgba([x as u8, y as u8, 7, (x * 40) as u8])
+            });
+            img.write_to(
+                &mut std::io::BufWriter::new(cursor),
+                ::image::ImageFormat::Png,
+            )
+            .expect("encode");
+        } else {
+            let img =
+                ::image::GrayImage::from_fn(width, height, |x, y| ::image::Luma([(x + y) as u8]));
+            img.write_to(
+                &mut std::io::BufWriter::new(cursor),
+                ::image::ImageFormat::Png,
+            )
+            .expect("encode");
+        }
+        bytes
+    }
+
+    #[test]
+    fn grayscale_is_expanded_and_alpha_composited() {
+        let gray = decode_rgb(&png_bytes(3, 2, false), "g.png", 1 << 20).expect("decodes");
+        assert_eq!((gray.width, gray.height), (3, 2));
+        assert_eq!(&gray.data[3..6], &[1, 1, 1]);
+        let rgba = decode_rgb(&png_bytes(3, 2, true), "a.png", 1 << 20).expect("decodes");
+        assert_eq!(&rgba.data[..3], &[255, 255, 255]); // alpha 0 at x = 0
+        assert_eq!(&rgba.data[3..6], &over_white([1, 0, 7, 40]));
+    }
+
+    #[test]
+    fn corrupt_or_oversized_images_are_named_errors() {
+        let err = decode_rgb(b"\x89PNG\r\n\x1a\nnot an image", "broken.png", 1 << 20).unwrap_err();
+        assert!(
+            matches!(err, MediaError::Decode { .. }) && err.to_string().contains("broken.png"),
+            "{err}"
+        );
+        let mut truncated = png_bytes(20, 20, false);
+        truncated.truncate(truncated.len() / 2);
+        let err = decode_rgb(&truncated, "cut.png", 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("cut.png"), "{err}");
+        let err = decode_rgb(&png_bytes(20, 20, false), "big.png", 100).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MediaError::TooLarge {
+                    pixels: 400,
+                    limit: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = load_rgb(Path::new("/nonexistent/x.png"), 100).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.png"), "{err}");
+    }
+
+    #[test]
+    fn patchify_puts_each_tubelet_in_one_row() {
+        let config = ImageProcessorConfig {
+            image_mean: [0.0; 3],
+            image_std: [1.0; 3],
+            ..Default::default()
+        };
+        // 28x56 image: 2x4 patches of 14, one temporal patch (frame repeated).
+        let data: Vec<u8> = (0..28 * 56)
+            .flat_map(|i| [(i % 251) as u8, 0, 255])
+            .collect();
+        let image = RgbImage {
+            width: 56,
+            height: 28,
+            data,
+        };
+        let patches = config.patchify(&[&image]);
+        assert_eq!(patches.grid_thw, [1, 2, 4]);
+        assert_eq!(patches.pixel_values.len(), 8 * 1176);
+        // Row 1 is window (0,0), in-window (0,1): the patch at pixel row 0, column 14.
+        let row = &patches.pixel_values[1176..2 * 1176];
+        assert_eq!(row[0], 14.0 / 255.0);
+        // The repeated frame: frame 1 of the tubelet equals frame 0, channel 2 is all 1.0.
+        assert_eq!(row[..196], row[196..392]);
+        assert!(row[2 * 392..].iter().all(|&v| v == 1.0));
+    }
+}
