@@ -7,6 +7,7 @@ use nuri::check::{CheckShape, run_check};
 use std::path::PathBuf;
 
 use burn::tensor::{DType, Device};
+use nuri_encoders::image::{DEFAULT_DECODE_LIMIT, ImageProcessorConfig, load_rgb};
 use nuri_model::{TextConfig, load_pretrained, save_pretrained};
 
 #[derive(Parser, Debug)]
@@ -72,6 +73,22 @@ enum Command {
         #[arg(long, default_value_t = 1e-3)]
         tolerance: f32,
     },
+    /// Decode and preprocess an image as the model sees it: its resized size, patch grid and
+    /// the number of visual tokens it costs.
+    Preprocess {
+        /// PNG, JPEG, WebP, GIF (first frame) or BMP file.
+        #[arg(long)]
+        image: PathBuf,
+        /// A checkpoint directory whose preprocessor_config.json to honour.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Lower bound on resized pixels (overrides the config).
+        #[arg(long)]
+        min_pixels: Option<usize>,
+        /// Upper bound on resized pixels (overrides the config).
+        #[arg(long)]
+        max_pixels: Option<usize>,
+    },
     /// Load a Hugging Face Qwen2-VL checkpoint directory (strictly: every tensor must match)
     /// and write it back out (config.json + model.safetensors), as transformers lays it out.
     Convert {
@@ -134,6 +151,30 @@ fn main() -> Result<()> {
                     report.max_abs_diff
                 );
             }
+        }
+        Command::Preprocess {
+            image,
+            model,
+            min_pixels,
+            max_pixels,
+        } => {
+            let mut config = match model.map(|dir| dir.join("preprocessor_config.json")) {
+                Some(path) if path.exists() => ImageProcessorConfig::from_preprocessor_json(&path)?,
+                _ => ImageProcessorConfig::default(),
+            };
+            config.min_pixels = min_pixels.unwrap_or(config.min_pixels);
+            config.max_pixels = max_pixels.unwrap_or(config.max_pixels);
+            let rgb = load_rgb(&image, DEFAULT_DECODE_LIMIT)?;
+            let name = image.display().to_string();
+            let resized = config.resize(&rgb, &name)?;
+            let patches = config.patchify(&[&resized]);
+            let [t, h, w] = patches.grid_thw;
+            let merge = config.merge_size * config.merge_size;
+            println!("image             {name}");
+            println!("decoded           {}×{}", rgb.width, rgb.height);
+            println!("resized           {}×{}", resized.width, resized.height);
+            println!("patch grid (thw)  {t}×{h}×{w} = {} patches", t * h * w);
+            println!("visual tokens     {}", t * h * w / merge);
         }
         Command::Convert { from, to } => {
             let (config, model) = load_pretrained(&from, &Device::flex(), DType::F32)

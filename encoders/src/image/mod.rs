@@ -21,6 +21,9 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 pub const DEFAULT_MIN_PIXELS: usize = 56 * 56;
 /// The reference's default upper bound on resized pixels (`28 * 28 * 1280`).
 pub const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
+/// Largest decoded image accepted by default, in pixels: Pillow's decompression-bomb limit
+/// (`Image.MAX_IMAGE_PIXELS`).
+pub const DEFAULT_DECODE_LIMIT: usize = 89_478_485;
 /// Longest side over shortest side beyond which the reference refuses an image.
 pub const MAX_ASPECT_RATIO: f64 = 200.0;
 
@@ -45,6 +48,8 @@ pub enum MediaError {
         width: usize,
         height: usize,
     },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
     #[error("{source_name}: {pixels} pixels after decoding exceeds the limit of {limit}")]
     TooLarge {
         source_name: String,
@@ -218,6 +223,85 @@ pub struct Patches {
 }
 
 impl ImageProcessorConfig {
+    /// Reads a checkpoint's `preprocessor_config.json`: `min_pixels` / `max_pixels` (older
+    /// files) or `size.shortest_edge` / `size.longest_edge` (transformers 5), patch, merge and
+    /// temporal patch sizes, mean and std. Absent fields keep the reference defaults.
+    pub fn from_preprocessor_json(path: &Path) -> Result<Self, MediaError> {
+        let error = |message: String| MediaError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| MediaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| error(format!("invalid JSON: {e}")))?;
+        let uint = |value: Option<&serde_json::Value>, field: &str, default: usize| match value {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(v) => v.as_u64().map(|v| v as usize).ok_or_else(|| {
+                error(format!(
+                    "field `{field}`: expected a non-negative integer, got {v}"
+                ))
+            }),
+        };
+        let triple = |field: &str, default: [f32; 3]| match json.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(v) => v
+                .as_array()
+                .filter(|a| a.len() == 3)
+                .and_then(|a| {
+                    let f: Option<Vec<f32>> =
+                        a.iter().map(|x| x.as_f64().map(|x| x as f32)).collect();
+                    f.map(|f| [f[0], f[1], f[2]])
+                })
+                .ok_or_else(|| error(format!("field `{field}`: expected 3 numbers, got {v}"))),
+        };
+        let defaults = Self::default();
+        let size = json.get("size");
+        let min_pixels = match json.get("min_pixels") {
+            Some(v) if !v.is_null() => uint(Some(v), "min_pixels", 0)?,
+            _ => uint(
+                size.and_then(|s| s.get("shortest_edge")),
+                "size.shortest_edge",
+                defaults.min_pixels,
+            )?,
+        };
+        let max_pixels = match json.get("max_pixels") {
+            Some(v) if !v.is_null() => uint(Some(v), "max_pixels", 0)?,
+            _ => uint(
+                size.and_then(|s| s.get("longest_edge")),
+                "size.longest_edge",
+                defaults.max_pixels,
+            )?,
+        };
+        let config = Self {
+            min_pixels,
+            max_pixels,
+            patch_size: uint(json.get("patch_size"), "patch_size", defaults.patch_size)?,
+            merge_size: uint(json.get("merge_size"), "merge_size", defaults.merge_size)?,
+            temporal_patch_size: uint(
+                json.get("temporal_patch_size"),
+                "temporal_patch_size",
+                defaults.temporal_patch_size,
+            )?,
+            image_mean: triple("image_mean", defaults.image_mean)?,
+            image_std: triple("image_std", defaults.image_std)?,
+        };
+        if config.patch_size == 0 || config.merge_size == 0 || config.temporal_patch_size == 0 {
+            return Err(error(
+                "patch_size, merge_size and temporal_patch_size must be positive".into(),
+            ));
+        }
+        if config.min_pixels > config.max_pixels {
+            return Err(error(format!(
+                "min_pixels {} exceeds max_pixels {}",
+                config.min_pixels, config.max_pixels
+            )));
+        }
+        Ok(config)
+    }
+
     /// The side length resized images are multiples of (`patch_size × merge_size`).
     pub fn factor(&self) -> usize {
         self.patch_size * self.merge_size
@@ -399,6 +483,44 @@ mod tests {
         );
         let err = load_rgb(Path::new("/nonexistent/x.png"), 100).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.png"), "{err}");
+    }
+
+    #[test]
+    fn preprocessor_config_is_read_in_both_layouts() {
+        let dir = std::env::temp_dir().join(format!("nuri-preproc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("preprocessor_config.json");
+        std::fs::write(
+            &path,
+            r#"{"size": {"shortest_edge": 1000, "longest_edge": 5000}, "patch_size": 14}"#,
+        )
+        .expect("write");
+        let config = ImageProcessorConfig::from_preprocessor_json(&path).expect("valid");
+        assert_eq!((config.min_pixels, config.max_pixels), (1000, 5000));
+        assert_eq!(config.image_mean, CLIP_MEAN);
+        std::fs::write(
+            &path,
+            r#"{"min_pixels": 10, "max_pixels": 20, "image_std": [1, 1, 1]}"#,
+        )
+        .expect("write");
+        let config = ImageProcessorConfig::from_preprocessor_json(&path).expect("valid");
+        assert_eq!(
+            (config.min_pixels, config.max_pixels, config.image_std),
+            (10, 20, [1.0; 3])
+        );
+        std::fs::write(&path, r#"{"image_mean": [0.5, 0.5]}"#).expect("write");
+        let err = ImageProcessorConfig::from_preprocessor_json(&path).unwrap_err();
+        assert!(
+            err.to_string().contains("image_mean")
+                && err.to_string().contains("preprocessor_config.json"),
+            "{err}"
+        );
+        std::fs::write(&path, "{").expect("write");
+        assert!(matches!(
+            ImageProcessorConfig::from_preprocessor_json(&path),
+            Err(MediaError::Config { .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
