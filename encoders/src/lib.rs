@@ -5,6 +5,7 @@
 pub mod image;
 pub mod norm;
 pub mod projector;
+pub mod video;
 pub mod vision;
 
 pub use projector::PatchMerger;
