@@ -10,3 +10,13 @@ pub mod vision;
 
 pub use projector::PatchMerger;
 pub use vision::{VisionConfig, VisionError, VisionTransformer};
+
+/// Python's `round` (half to even), which the reference's size and frame arithmetic uses.
+pub(crate) fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}

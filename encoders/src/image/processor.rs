@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::decode::{MediaError, RgbImage};
 use super::resample::resize_bicubic;
+use crate::round_half_even;
 
 /// CLIP's per-channel mean, which Qwen2-VL normalizes with (`OPENAI_CLIP_MEAN`).
 #[allow(clippy::excessive_precision)] // the reference's digits, rounded to f32 as it does
@@ -17,16 +18,6 @@ pub const DEFAULT_MIN_PIXELS: usize = 56 * 56;
 pub const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
 /// Longest side over shortest side beyond which the reference refuses an image.
 pub const MAX_ASPECT_RATIO: f64 = 200.0;
-
-/// Python's `round` (half to even), which the reference's `smart_resize` uses.
-fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-        r - x.signum()
-    } else {
-        r
-    }
-}
 
 /// Qwen2-VL's `smart_resize`: the size nearest to `height × width` whose sides are multiples
 /// of `factor` and whose area lies in `[min_pixels, max_pixels]`, keeping the aspect ratio.

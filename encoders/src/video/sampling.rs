@@ -4,6 +4,8 @@
 
 use thiserror::Error;
 
+use crate::round_half_even;
+
 /// Frames go to the model in pairs (the temporal patch).
 pub const FRAME_FACTOR: usize = 2;
 /// Default sampling rate, frames per second of video.
@@ -51,16 +53,6 @@ pub enum SamplingError {
     FrameCount { nframes: usize, total_frames: usize },
     #[error("frame rate must be positive and finite, got {0}")]
     BadFps(f64),
-}
-
-/// Python's `round` (half to even).
-fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-        r - x.signum()
-    } else {
-        r
-    }
 }
 
 /// `smart_nframes`: the number of frames to sample from `total_frames` frames recorded at
@@ -121,13 +113,7 @@ pub fn frame_indices(total_frames: usize, nframes: usize) -> Vec<usize> {
             } else {
                 end - step * (nframes - 1 - i) as f32
             };
-            let r = v.round();
-            let r = if (v - v.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-                r - 1.0
-            } else {
-                r
-            };
-            r as usize
+            round_half_even(f64::from(v)) as usize
         })
         .collect()
 }
