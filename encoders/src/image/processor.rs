@@ -123,23 +123,18 @@ impl ImageProcessorConfig {
                 .ok_or_else(|| error(format!("field `{field}`: expected 3 numbers, got {v}"))),
         };
         let defaults = Self::default();
-        let size = json.get("size");
-        let min_pixels = match json.get("min_pixels") {
-            Some(v) if !v.is_null() => uint(Some(v), "min_pixels", 0)?,
+        // `min_pixels` / `max_pixels` (older files) win over `size.shortest_edge` /
+        // `size.longest_edge` (transformers 5).
+        let bound = |flat: &str, nested: &str, default: usize| match json.get(flat) {
+            Some(v) if !v.is_null() => uint(Some(v), flat, default),
             _ => uint(
-                size.and_then(|s| s.get("shortest_edge")),
-                "size.shortest_edge",
-                defaults.min_pixels,
-            )?,
+                json.get("size").and_then(|s| s.get(nested)),
+                &format!("size.{nested}"),
+                default,
+            ),
         };
-        let max_pixels = match json.get("max_pixels") {
-            Some(v) if !v.is_null() => uint(Some(v), "max_pixels", 0)?,
-            _ => uint(
-                size.and_then(|s| s.get("longest_edge")),
-                "size.longest_edge",
-                defaults.max_pixels,
-            )?,
-        };
+        let min_pixels = bound("min_pixels", "shortest_edge", defaults.min_pixels)?;
+        let max_pixels = bound("max_pixels", "longest_edge", defaults.max_pixels)?;
         let config = Self {
             min_pixels,
             max_pixels,
