@@ -34,6 +34,20 @@ pub enum MediaError {
     },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
+    #[error("{source_name}: cannot decode video: {message}")]
+    Video {
+        source_name: String,
+        message: String,
+    },
+    #[error(
+        "{source_name}: reading this video needs FFmpeg; rebuild with `--features ffmpeg` (pure Rust reads animated GIF, APNG, animated WebP and folders of frames)"
+    )]
+    NeedsFfmpeg { source_name: String },
+    #[error("{source_name}: {source}")]
+    Sampling {
+        source_name: String,
+        source: crate::video::SamplingError,
+    },
     #[error("{source_name}: {pixels} pixels after decoding exceeds the limit of {limit}")]
     TooLarge {
         source_name: String,
@@ -53,7 +67,7 @@ pub struct RgbImage {
 
 /// Composites one RGBA pixel over opaque white with Pillow's integer arithmetic
 /// (`AlphaComposite.c`), which is what the reference's `convert_to_rgb` does.
-fn over_white([r, g, b, a]: [u8; 4]) -> [u8; 3] {
+pub(crate) fn over_white([r, g, b, a]: [u8; 4]) -> [u8; 3] {
     if a == 255 {
         return [r, g, b];
     }

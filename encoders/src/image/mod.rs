@@ -10,5 +10,5 @@ pub mod resample;
 pub use decode::{DEFAULT_DECODE_LIMIT, MediaError, RgbImage, decode_rgb, load_rgb};
 pub use processor::{
     CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageProcessorConfig,
-    MAX_ASPECT_RATIO, Patches, smart_resize,
+    MAX_ASPECT_RATIO, Patches, smart_resize, smart_resize_video,
 };

@@ -21,13 +21,44 @@ pub const MAX_ASPECT_RATIO: f64 = 200.0;
 
 /// Qwen2-VL's `smart_resize`: the size nearest to `height × width` whose sides are multiples
 /// of `factor` and whose area lies in `[min_pixels, max_pixels]`, keeping the aspect ratio.
-/// Returns `(height, width)`.
+/// Returns `(height, width)`, or `None` for an empty image or one past the aspect limit.
 pub fn smart_resize(
     height: usize,
     width: usize,
     factor: usize,
     min_pixels: usize,
     max_pixels: usize,
+) -> Option<(usize, usize)> {
+    // No lower clamp on the rounded sides (transformers 5): a side that rounds to 0 sends the
+    // image down the min_pixels branch.
+    smart_resize_with(
+        [height, width],
+        factor,
+        min_pixels as f64,
+        max_pixels as f64,
+        false,
+    )
+}
+
+/// `qwen_vl_utils.smart_resize`, which video frames go through: like [`smart_resize`] but a
+/// rounded side is at least `factor`, and the upper bound may be fractional (it comes from
+/// the per-video pixel budget).
+pub fn smart_resize_video(
+    height: usize,
+    width: usize,
+    factor: usize,
+    min_pixels: usize,
+    max_pixels: f64,
+) -> Option<(usize, usize)> {
+    smart_resize_with([height, width], factor, min_pixels as f64, max_pixels, true)
+}
+
+fn smart_resize_with(
+    [height, width]: [usize; 2],
+    factor: usize,
+    min_pixels: f64,
+    max_pixels: f64,
+    clamp_rounded: bool,
 ) -> Option<(usize, usize)> {
     if height == 0 || width == 0 {
         return None;
@@ -36,16 +67,15 @@ pub fn smart_resize(
     if h.max(w) / h.min(w) > MAX_ASPECT_RATIO {
         return None;
     }
-    // No lower clamp here (transformers 5): a side that rounds to 0 sends the image down the
-    // min_pixels branch below.
-    let mut h_bar = (round_half_even(h / f) * f) as usize;
-    let mut w_bar = (round_half_even(w / f) * f) as usize;
-    if h_bar * w_bar > max_pixels {
-        let beta = (h * w / max_pixels as f64).sqrt();
+    let floor = if clamp_rounded { factor } else { 0 };
+    let mut h_bar = floor.max((round_half_even(h / f) * f) as usize);
+    let mut w_bar = floor.max((round_half_even(w / f) * f) as usize);
+    if (h_bar * w_bar) as f64 > max_pixels {
+        let beta = (h * w / max_pixels).sqrt();
         h_bar = factor.max(((h / beta / f).floor() * f) as usize);
         w_bar = factor.max(((w / beta / f).floor() * f) as usize);
-    } else if h_bar * w_bar < min_pixels {
-        let beta = (min_pixels as f64 / (h * w)).sqrt();
+    } else if ((h_bar * w_bar) as f64) < min_pixels {
+        let beta = (min_pixels / (h * w)).sqrt();
         h_bar = ((h * beta / f).ceil() * f) as usize;
         w_bar = ((w * beta / f).ceil() * f) as usize;
     }
@@ -274,6 +304,14 @@ mod tests {
             Some((84, 112))
         );
         assert_eq!(smart_resize(1, 300, 28, 3136, 1_003_520), None);
+        // A side under half the factor: transformers 5 lets it round to 0 (and then scales
+        // up through min_pixels); qwen_vl_utils clamps it to the factor first.
+        // (Values from both Python functions.)
+        assert_eq!(smart_resize(10, 600, 28, 3136, 1_003_520), Some((28, 448)));
+        assert_eq!(
+            smart_resize_video(10, 600, 28, 3136, 1_003_520.0),
+            Some((28, 588))
+        );
     }
 
     #[test]
