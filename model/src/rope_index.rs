@@ -3,7 +3,9 @@
 //!
 //! Text advances all three streams together. A visual block of `(t, h, w)` merged tokens,
 //! starting where the next text position would be (`base`), gets `base + (ti, hi, wi)` for
-//! each token; the text after it resumes at `base + max(t, h, w)`. Padding gets position 1.
+//! each token; the text after it resumes at `base + max(t, h, w)`
+//! (the original rule; transformers 5 resumes at `base + max(h, w)`).
+//! Padding gets position 0 (transformers 4 wrote 1); attention never reads it.
 //! `rope_deltas[row] = max position + 1 − seq_len` lets decoding continue at
 //! `cached_len + delta`.
 

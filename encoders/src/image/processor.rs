@@ -122,16 +122,29 @@ impl ImageProcessorConfig {
     /// files) or `size.shortest_edge` / `size.longest_edge` (transformers 5), patch, merge and
     /// temporal patch sizes, mean and std. Absent fields keep the reference defaults.
     pub fn from_preprocessor_json(path: &Path) -> Result<Self, MediaError> {
-        let error = |message: String| MediaError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
         let text = std::fs::read_to_string(path).map_err(|source| MediaError::Io {
             path: path.to_path_buf(),
             source,
         })?;
         let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| error(format!("invalid JSON: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| MediaError::Config {
+                path: path.to_path_buf(),
+                message: format!("invalid JSON: {e}"),
+            })?;
+        Self::from_json(&json, path)
+    }
+
+    /// Reads the settings from a parsed processor config object (a `preprocessor_config.json`,
+    /// or the `image_processor` / `video_processor` object of a `processor_config.json`);
+    /// `path` names the file in errors.
+    pub fn from_json(json: &serde_json::Value, path: &Path) -> Result<Self, MediaError> {
+        let error = |message: String| MediaError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !json.is_object() {
+            return Err(error(format!("expected a JSON object, got {json}")));
+        }
         let uint = |value: Option<&serde_json::Value>, field: &str, default: usize| match value {
             None | Some(serde_json::Value::Null) => Ok(default),
             Some(v) => v.as_u64().map(|v| v as usize).ok_or_else(|| {

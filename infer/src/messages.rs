@@ -1,0 +1,321 @@
+//! Chat messages in the OpenAI shape: `{"role": ..., "content": "text" | [parts]}` where a
+//! part is `{"type": "text", "text": ...}`, `{"type": "image", "image": SOURCE}`,
+//! `{"type": "image_url", "image_url": {"url": SOURCE}}` or `{"type": "video", "video":
+//! SOURCE}`, with `qwen_vl_utils`' per-item keys (`min_pixels`, `max_pixels`, `fps`,
+//! `nframes`, `min_frames`, `max_frames`, `total_pixels`). A source is a path, a `file://`
+//! URL or (images) a `data:` URL.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use nuri_encoders::video::{FrameSampling, VideoOptions};
+use serde_json::Value as Json;
+
+use crate::ProcessorError;
+
+/// Where media bytes come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaSource {
+    Path(PathBuf),
+    /// Bytes from a `data:` URL.
+    Bytes(Vec<u8>),
+}
+
+/// One image or video a conversation refers to, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaItem {
+    Image {
+        source: MediaSource,
+        /// Per-image bounds on the resized area.
+        min_pixels: Option<usize>,
+        max_pixels: Option<usize>,
+        /// Names the item in errors (`message 0, part 1`).
+        label: String,
+    },
+    Video {
+        source: PathBuf,
+        options: VideoOptions,
+        label: String,
+    },
+}
+
+fn bad(message: usize, part: Option<usize>, what: String) -> ProcessorError {
+    ProcessorError::Message {
+        message,
+        part,
+        what,
+    }
+}
+
+/// Resolves a media reference against `root` (relative paths).
+fn source(
+    text: &str,
+    root: &Path,
+    allow_data: bool,
+    at: (usize, usize),
+) -> Result<MediaSource, ProcessorError> {
+    if let Some(rest) = text.strip_prefix("data:") {
+        if !allow_data {
+            return Err(bad(
+                at.0,
+                Some(at.1),
+                "videos must be files, not data URLs".into(),
+            ));
+        }
+        let (meta, payload) = rest.split_once(',').ok_or_else(|| {
+            bad(
+                at.0,
+                Some(at.1),
+                "a data URL needs a comma before its payload".into(),
+            )
+        })?;
+        if !meta.ends_with(";base64") {
+            return Err(bad(
+                at.0,
+                Some(at.1),
+                format!("data URL `data:{meta},...` is not base64-encoded"),
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(payload.trim())
+            .map_err(|e| bad(at.0, Some(at.1), format!("data URL: invalid base64: {e}")))?;
+        return Ok(MediaSource::Bytes(bytes));
+    }
+    if text.starts_with("http://") || text.starts_with("https://") {
+        return Err(bad(
+            at.0,
+            Some(at.1),
+            format!("`{text}`: Nuri does not fetch URLs; give a file path or a data URL"),
+        ));
+    }
+    let path = Path::new(text.strip_prefix("file://").unwrap_or(text));
+    Ok(MediaSource::Path(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    }))
+}
+
+/// Checks the messages' shape and lists their media in order. Relative paths are resolved
+/// against `root`.
+pub fn media_items(messages: &Json, root: &Path) -> Result<Vec<MediaItem>, ProcessorError> {
+    let list = messages.as_array().ok_or_else(|| ProcessorError::Message {
+        message: 0,
+        part: None,
+        what: format!("messages must be a JSON array, got {messages}"),
+    })?;
+    let mut items = Vec::new();
+    for (m, message) in list.iter().enumerate() {
+        match message.get("role") {
+            Some(Json::String(_)) => {}
+            other => {
+                return Err(bad(
+                    m,
+                    None,
+                    format!("field `role`: expected a string, got {other:?}"),
+                ));
+            }
+        }
+        let parts = match message.get("content") {
+            Some(Json::String(_)) | Some(Json::Null) | None => continue,
+            Some(Json::Array(parts)) => parts,
+            Some(other) => {
+                return Err(bad(
+                    m,
+                    None,
+                    format!("field `content`: expected a string or a list of parts, got {other}"),
+                ));
+            }
+        };
+        for (p, part) in parts.iter().enumerate() {
+            let at = (m, p);
+            let label = format!("message {m}, part {p}");
+            let uint = |key: &str| -> Result<Option<usize>, ProcessorError> {
+                match part.get(key) {
+                    None | Some(Json::Null) => Ok(None),
+                    Some(v) => v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| {
+                        bad(
+                            m,
+                            Some(p),
+                            format!("field `{key}`: expected a non-negative integer, got {v}"),
+                        )
+                    }),
+                }
+            };
+            let float = |key: &str| -> Result<Option<f64>, ProcessorError> {
+                match part.get(key) {
+                    None | Some(Json::Null) => Ok(None),
+                    Some(v) => v
+                        .as_f64()
+                        .filter(|x| x.is_finite() && *x > 0.0)
+                        .map(Some)
+                        .ok_or_else(|| {
+                            bad(
+                                m,
+                                Some(p),
+                                format!("field `{key}`: expected a positive number, got {v}"),
+                            )
+                        }),
+                }
+            };
+            let kind = part.get("type").and_then(Json::as_str);
+            let image_ref = match (kind, part.get("image"), part.get("image_url")) {
+                (_, Some(Json::String(s)), _) => Some(s.clone()),
+                (_, _, Some(Json::String(s))) => Some(s.clone()),
+                (_, _, Some(Json::Object(o))) => {
+                    o.get("url").and_then(Json::as_str).map(str::to_string)
+                }
+                (Some("image" | "image_url"), _, _) => {
+                    return Err(bad(
+                        m,
+                        Some(p),
+                        "an image part needs `image` (a path or data URL) or `image_url.url`"
+                            .into(),
+                    ));
+                }
+                _ => None,
+            };
+            if let Some(image) = image_ref {
+                items.push(MediaItem::Image {
+                    source: source(&image, root, true, at)?,
+                    min_pixels: uint("min_pixels")?,
+                    max_pixels: uint("max_pixels")?,
+                    label,
+                });
+                continue;
+            }
+            let video_ref = match (kind, part.get("video"), part.get("video_url")) {
+                (_, Some(Json::String(s)), _) => Some(s.clone()),
+                (_, _, Some(Json::Object(o))) => {
+                    o.get("url").and_then(Json::as_str).map(str::to_string)
+                }
+                (_, _, Some(Json::String(s))) => Some(s.clone()),
+                (Some("video" | "video_url"), _, _) => {
+                    return Err(bad(
+                        m,
+                        Some(p),
+                        "a video part needs `video` (a file or folder path)".into(),
+                    ));
+                }
+                _ => None,
+            };
+            if let Some(video) = video_ref {
+                let MediaSource::Path(path) = source(&video, root, false, at)? else {
+                    unreachable!("data URLs are refused for videos");
+                };
+                let sampling = match uint("nframes")? {
+                    Some(n) => FrameSampling::Count(n),
+                    None => FrameSampling::Fps {
+                        fps: float("fps")?.unwrap_or(nuri_encoders::video::sampling::DEFAULT_FPS),
+                        min_frames: uint("min_frames")?,
+                        max_frames: uint("max_frames")?,
+                    },
+                };
+                let options = VideoOptions {
+                    sampling,
+                    min_pixels: uint("min_pixels")?,
+                    max_pixels: uint("max_pixels")?,
+                    total_pixels: float("total_pixels")?,
+                    folder_fps: float("sample_fps")?
+                        .unwrap_or(nuri_encoders::video::DEFAULT_FOLDER_FPS),
+                };
+                items.push(MediaItem::Video {
+                    source: path,
+                    options,
+                    label,
+                });
+                continue;
+            }
+            match kind {
+                Some("text") | None if part.get("text").is_some_and(Json::is_string) => {}
+                Some("text") => {
+                    return Err(bad(m, Some(p), "a text part needs a string `text`".into()));
+                }
+                Some(other) => {
+                    return Err(bad(
+                        m,
+                        Some(p),
+                        format!(
+                            "unknown part type `{other}` (expected text, image, image_url or video)"
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(bad(m, Some(p), format!("a part needs `type`, got {part}")));
+                }
+            }
+        }
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_listed_in_order_with_their_options() {
+        let messages = serde_json::json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "text", "text": "and"},
+                {"type": "video", "video": "file:///clips/a.mp4", "fps": 1.0, "max_pixels": 5000},
+                {"type": "image", "image": "rel/b.jpg", "min_pixels": 100}
+            ]}
+        ]);
+        let items = media_items(&messages, Path::new("/root")).expect("valid");
+        assert_eq!(items.len(), 3);
+        assert!(
+            matches!(&items[0], MediaItem::Image { source: MediaSource::Bytes(b), .. } if b.starts_with(b"\x89PNG"))
+        );
+        match &items[1] {
+            MediaItem::Video {
+                source, options, ..
+            } => {
+                assert_eq!(source, Path::new("/clips/a.mp4"));
+                assert_eq!(options.max_pixels, Some(5000));
+                assert!(matches!(options.sampling, FrameSampling::Fps { fps, .. } if fps == 1.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(&items[2], MediaItem::Image { source: MediaSource::Path(p), min_pixels: Some(100), .. } if p == Path::new("/root/rel/b.jpg"))
+        );
+    }
+
+    #[test]
+    fn malformed_parts_name_the_message_and_part() {
+        for (messages, needle) in [
+            (serde_json::json!({"role": "user"}), "JSON array"),
+            (serde_json::json!([{"content": "hi"}]), "`role`"),
+            (
+                serde_json::json!([{"role": "user", "content": 3}]),
+                "`content`",
+            ),
+            (
+                serde_json::json!([{"role": "user", "content": [{"type": "image"}]}]),
+                "part 0",
+            ),
+            (
+                serde_json::json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "audio"}]}]),
+                "part 1",
+            ),
+            (
+                serde_json::json!([{"role": "user", "content": [{"type": "image", "image": "data:image/png;base64,@@"}]}]),
+                "base64",
+            ),
+            (
+                serde_json::json!([{"role": "user", "content": [{"type": "image", "image": "https://x/y.png"}]}]),
+                "does not fetch",
+            ),
+            (
+                serde_json::json!([{"role": "user", "content": [{"type": "video", "video": "a.gif", "fps": -1}]}]),
+                "`fps`",
+            ),
+        ] {
+            let err = media_items(&messages, Path::new(".")).unwrap_err();
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+    }
+}

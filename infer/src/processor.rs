@@ -1,0 +1,381 @@
+//! The processor: conversations (chat template + tokenizer) and their images and videos to the
+//! tensors the model takes, as transformers' `Qwen2VLProcessor` (images) and `qwen_vl_utils`
+//! followed by the processor (videos) produce them: input ids with each visual pad repeated
+//! once per merged visual token, the attention mask of a padded batch, pixel values and
+//! grids, and M-RoPE position ids.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use nuri_encoders::image::decode::DEFAULT_DECODE_LIMIT;
+use nuri_encoders::image::{ImageProcessorConfig, MediaError, decode_rgb, load_rgb};
+use nuri_encoders::video::{VideoOptions, load_video};
+use nuri_model::{MultimodalInput, VisionTokens, rope_index};
+use serde_json::Value as Json;
+
+use crate::ProcessorError;
+use crate::messages::{MediaItem, MediaSource, media_items};
+use crate::template::ChatTemplate;
+use crate::tokenizer::{IMAGE_PAD, TextTokenizer, VIDEO_PAD};
+
+/// Which end of a shorter sequence padding goes: left for generation (every row's last token
+/// lines up), right for training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaddingSide {
+    Left,
+    Right,
+}
+
+/// A processed batch. Sequences are `[batch, seq_len]`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessorOutput {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub input_ids: Vec<i64>,
+    /// 1 for tokens, 0 for padding.
+    pub attention_mask: Vec<i64>,
+    /// `[3, batch, seq_len]` M-RoPE position ids (temporal, height, width).
+    pub position_ids: Vec<i64>,
+    /// Per row: where decoding continues relative to the sequence length.
+    pub rope_deltas: Vec<i64>,
+    /// `[image patches, C·T·P·P]`, every image of the batch in order.
+    pub pixel_values: Vec<f32>,
+    pub image_grid_thw: Vec<[usize; 3]>,
+    /// `[video patches, C·T·P·P]`.
+    pub pixel_values_videos: Vec<f32>,
+    pub video_grid_thw: Vec<[usize; 3]>,
+    /// Per video: the frames sampled and the rate they stand for.
+    pub video_frame_indices: Vec<Vec<usize>>,
+    pub video_sample_fps: Vec<f64>,
+}
+
+impl ProcessorOutput {
+    /// Row `r`'s input ids.
+    pub fn row(&self, r: usize) -> &[i64] {
+        &self.input_ids[r * self.seq_len..(r + 1) * self.seq_len]
+    }
+
+    /// The model's input tensors on `device`.
+    pub fn to_model_input(&self, device: &Device) -> MultimodalInput {
+        let ids = |v: &[i64]| {
+            Tensor::<2, Int>::from_data(
+                TensorData::new(v.to_vec(), [self.batch, self.seq_len]),
+                device,
+            )
+        };
+        // One row per patch: the grids say how many.
+        let pixels = |v: &[f32], grids: &[[usize; 3]]| {
+            let rows: usize = grids.iter().map(|g| g.iter().product::<usize>()).sum();
+            (rows > 0).then(|| {
+                Tensor::<2>::from_data(TensorData::new(v.to_vec(), [rows, v.len() / rows]), device)
+            })
+        };
+        MultimodalInput {
+            input_ids: ids(&self.input_ids),
+            attention_mask: Some(ids(&self.attention_mask)),
+            pixel_values: pixels(&self.pixel_values, &self.image_grid_thw),
+            image_grid_thw: self.image_grid_thw.clone(),
+            pixel_values_videos: pixels(&self.pixel_values_videos, &self.video_grid_thw),
+            video_grid_thw: self.video_grid_thw.clone(),
+        }
+    }
+}
+
+/// Chat template, tokenizer and media processors of one checkpoint.
+#[derive(Debug)]
+pub struct Processor {
+    pub tokenizer: TextTokenizer,
+    pub template: ChatTemplate,
+    pub image: ImageProcessorConfig,
+    /// Mean, std, patch and merge sizes for video frames.
+    pub video: ImageProcessorConfig,
+    /// The checkpoint's per-frame pixel bounds for videos, when it sets them.
+    pub video_min_pixels: Option<usize>,
+    pub video_max_pixels: Option<usize>,
+    /// Relative media paths are resolved against this folder.
+    pub media_root: PathBuf,
+}
+
+fn read_json(path: &Path) -> Result<Option<Json>, ProcessorError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ProcessorError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ProcessorError::Config {
+            path: path.to_path_buf(),
+            message: format!("invalid JSON: {e}"),
+        })
+}
+
+/// A per-frame pixel bound a video processor config sets (`min_pixels` or
+/// `size.shortest_edge`, `max_pixels` or `size.longest_edge`).
+fn bound(json: &Json, flat: &str, nested: &str) -> Option<usize> {
+    json.get(flat)
+        .or_else(|| json.get("size").and_then(|s| s.get(nested)))
+        .and_then(Json::as_u64)
+        .map(|v| v as usize)
+}
+
+impl Processor {
+    /// A processor with the reference defaults around `tokenizer`, using `template` or
+    /// Qwen2-VL's.
+    pub fn new(tokenizer: TextTokenizer, template: Option<ChatTemplate>) -> Self {
+        Self {
+            tokenizer,
+            template: template.unwrap_or_else(ChatTemplate::qwen2_vl),
+            image: ImageProcessorConfig::default(),
+            video: ImageProcessorConfig::default(),
+            video_min_pixels: None,
+            video_max_pixels: None,
+            media_root: PathBuf::from("."),
+        }
+    }
+
+    /// Loads a checkpoint directory's `tokenizer.json` (+ `tokenizer_config.json`), chat
+    /// template, and image/video processor settings (`preprocessor_config.json`,
+    /// `video_preprocessor_config.json`, or the objects of a transformers 5
+    /// `processor_config.json`). Missing processor settings keep the reference defaults.
+    pub fn from_dir(dir: &Path) -> Result<Self, ProcessorError> {
+        let tokenizer = TextTokenizer::from_dir(dir)?;
+        let template = ChatTemplate::from_dir(dir)?;
+        let mut processor = Self::new(tokenizer, template);
+        let combined_path = dir.join("processor_config.json");
+        let combined = read_json(&combined_path)?;
+        let section = |file: &str, key: &str| -> Result<Option<(Json, PathBuf)>, ProcessorError> {
+            let path = dir.join(file);
+            if let Some(json) = read_json(&path)? {
+                return Ok(Some((json, path)));
+            }
+            Ok(combined
+                .as_ref()
+                .and_then(|c| c.get(key))
+                .filter(|v| v.is_object())
+                .map(|v| (v.clone(), combined_path.clone())))
+        };
+        if let Some((json, path)) = section("preprocessor_config.json", "image_processor")? {
+            processor.image = ImageProcessorConfig::from_json(&json, &path)?;
+        }
+        processor.video = processor.image.clone();
+        if let Some((json, path)) = section("video_preprocessor_config.json", "video_processor")? {
+            processor.video = ImageProcessorConfig::from_json(&json, &path)?;
+            processor.video_min_pixels = bound(&json, "min_pixels", "shortest_edge");
+            processor.video_max_pixels = bound(&json, "max_pixels", "longest_edge");
+        }
+        processor.media_root = dir.to_path_buf();
+        Ok(processor)
+    }
+
+    /// Resolves relative media paths against `root` from now on.
+    pub fn with_media_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.media_root = root.into();
+        self
+    }
+
+    /// The chat template's text for one conversation (pads not yet expanded).
+    pub fn render(
+        &self,
+        messages: &Json,
+        add_generation_prompt: bool,
+    ) -> Result<String, ProcessorError> {
+        let mut extra = self.tokenizer.template_tokens.clone();
+        extra.insert("add_vision_id".into(), Json::Bool(false));
+        self.template
+            .render(messages, add_generation_prompt, &extra)
+            .map_err(|e| e.in_conversation(None))
+    }
+
+    /// Renders, loads the media of and tokenizes a batch of conversations.
+    pub fn process(
+        &self,
+        conversations: &[Json],
+        add_generation_prompt: bool,
+        padding: PaddingSide,
+    ) -> Result<ProcessorOutput, ProcessorError> {
+        let mut texts = Vec::with_capacity(conversations.len());
+        let mut media = Vec::new();
+        for (i, conversation) in conversations.iter().enumerate() {
+            let in_conv = |e: ProcessorError| e.in_conversation(Some(i));
+            media.extend(media_items(conversation, &self.media_root).map_err(in_conv)?);
+            texts.push(
+                self.render(conversation, add_generation_prompt)
+                    .map_err(in_conv)?,
+            );
+        }
+        self.process_texts(&texts, &media, padding)
+    }
+
+    fn image_patches(
+        &self,
+        item: &MediaItem,
+    ) -> Result<nuri_encoders::image::Patches, ProcessorError> {
+        let MediaItem::Image {
+            source,
+            min_pixels,
+            max_pixels,
+            label,
+        } = item
+        else {
+            unreachable!("called for images");
+        };
+        let rgb = match source {
+            MediaSource::Path(path) => load_rgb(path, DEFAULT_DECODE_LIMIT)?,
+            MediaSource::Bytes(bytes) => {
+                decode_rgb(bytes, &format!("{label} (data URL)"), DEFAULT_DECODE_LIMIT)?
+            }
+        };
+        let config = ImageProcessorConfig {
+            min_pixels: min_pixels.unwrap_or(self.image.min_pixels),
+            max_pixels: max_pixels.unwrap_or(self.image.max_pixels),
+            ..self.image.clone()
+        };
+        if config.min_pixels > config.max_pixels {
+            return Err(ProcessorError::Media(MediaError::Config {
+                path: PathBuf::from(label),
+                message: format!(
+                    "min_pixels {} exceeds max_pixels {}",
+                    config.min_pixels, config.max_pixels
+                ),
+            }));
+        }
+        let name = match source {
+            MediaSource::Path(p) => p.display().to_string(),
+            MediaSource::Bytes(_) => format!("{label} (data URL)"),
+        };
+        Ok(config.preprocess(&rgb, &name)?)
+    }
+
+    /// Tokenizes already-rendered `texts` whose `<|image_pad|>` / `<|video_pad|>` placeholders
+    /// refer, in order across the batch, to `media`.
+    pub fn process_texts(
+        &self,
+        texts: &[String],
+        media: &[MediaItem],
+        padding: PaddingSide,
+    ) -> Result<ProcessorOutput, ProcessorError> {
+        let mut out = ProcessorOutput {
+            batch: texts.len(),
+            seq_len: 0,
+            input_ids: Vec::new(),
+            attention_mask: Vec::new(),
+            position_ids: Vec::new(),
+            rope_deltas: Vec::new(),
+            pixel_values: Vec::new(),
+            image_grid_thw: Vec::new(),
+            pixel_values_videos: Vec::new(),
+            video_grid_thw: Vec::new(),
+            video_frame_indices: Vec::new(),
+            video_sample_fps: Vec::new(),
+        };
+        for item in media {
+            match item {
+                MediaItem::Image { .. } => {
+                    let patches = self.image_patches(item)?;
+                    out.pixel_values.extend_from_slice(&patches.pixel_values);
+                    out.image_grid_thw.push(patches.grid_thw);
+                }
+                MediaItem::Video {
+                    source, options, ..
+                } => {
+                    let options = VideoOptions {
+                        min_pixels: options.min_pixels.or(self.video_min_pixels),
+                        max_pixels: options.max_pixels.or(self.video_max_pixels),
+                        ..options.clone()
+                    };
+                    let video = load_video(&self.video, source, &options)?;
+                    out.pixel_values_videos
+                        .extend_from_slice(&video.patches.pixel_values);
+                    out.video_grid_thw.push(video.patches.grid_thw);
+                    out.video_frame_indices.push(video.frame_indices);
+                    out.video_sample_fps.push(video.sample_fps);
+                }
+            }
+        }
+        // Expand each pad to one token per merged visual token, consuming grids in order.
+        let merge = self.image.merge_size * self.image.merge_size;
+        let vmerge = self.video.merge_size * self.video.merge_size;
+        let (mut next_image, mut next_video) = (0, 0);
+        let mut rows = Vec::with_capacity(texts.len());
+        for text in texts {
+            let mut expanded = String::with_capacity(text.len());
+            let mut rest = text.as_str();
+            loop {
+                let image_at = rest.find(IMAGE_PAD);
+                let video_at = rest.find(VIDEO_PAD);
+                let (at, pad, grids, next, per) = match (image_at, video_at) {
+                    (None, None) => break,
+                    (Some(i), v) if v.is_none_or(|v| i < v) => {
+                        (i, IMAGE_PAD, &out.image_grid_thw, &mut next_image, merge)
+                    }
+                    (_, Some(v)) => (v, VIDEO_PAD, &out.video_grid_thw, &mut next_video, vmerge),
+                    _ => unreachable!("one of the two is some"),
+                };
+                let grid = grids.get(*next).ok_or(ProcessorError::Fusion(
+                    nuri_model::FusionError::TooFewGrids {
+                        kind: if pad == IMAGE_PAD { "image" } else { "video" },
+                        grids: grids.len(),
+                    },
+                ))?;
+                *next += 1;
+                expanded.push_str(&rest[..at]);
+                expanded.push_str(&pad.repeat(grid.iter().product::<usize>() / per));
+                rest = &rest[at + pad.len()..];
+            }
+            expanded.push_str(rest);
+            rows.push(self.tokenizer.encode(&expanded)?);
+        }
+        for (kind, used, given) in [
+            ("image", next_image, out.image_grid_thw.len()),
+            ("video", next_video, out.video_grid_thw.len()),
+        ] {
+            if used != given {
+                return Err(ProcessorError::Fusion(
+                    nuri_model::FusionError::UnusedGrids {
+                        kind,
+                        grids: given,
+                        used,
+                    },
+                ));
+            }
+        }
+        let seq_len = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = i64::from(self.tokenizer.special.pad);
+        for row in &rows {
+            let fill = seq_len - row.len();
+            let ids = row.iter().map(|&t| i64::from(t));
+            let (ids, mask): (Vec<i64>, Vec<i64>) = match padding {
+                PaddingSide::Left => std::iter::repeat_n((pad, 0), fill)
+                    .chain(ids.map(|t| (t, 1)))
+                    .unzip(),
+                PaddingSide::Right => ids
+                    .map(|t| (t, 1))
+                    .chain(std::iter::repeat_n((pad, 0), fill))
+                    .unzip(),
+            };
+            out.input_ids.extend(ids);
+            out.attention_mask.extend(mask);
+        }
+        out.seq_len = seq_len;
+        let special = &self.tokenizer.special;
+        let index = rope_index(
+            &out.input_ids,
+            Some(&out.attention_mask),
+            [out.batch, seq_len],
+            &out.image_grid_thw,
+            &out.video_grid_thw,
+            VisionTokens {
+                image_token_id: i64::from(special.image_pad),
+                video_token_id: i64::from(special.video_pad),
+                spatial_merge_size: self.image.merge_size,
+            },
+        )
+        .map_err(ProcessorError::Fusion)?;
+        out.position_ids = index.position_ids;
+        out.rope_deltas = index.rope_deltas;
+        Ok(out)
+    }
+}

@@ -1,0 +1,148 @@
+//! A Hugging Face `tokenizer.json` (through the `tokenizers` crate) and the special tokens a
+//! checkpoint's `tokenizer_config.json` names.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+use tokenizers::Tokenizer;
+
+use crate::ProcessorError;
+
+/// The tokens the processor and generation need by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialTokens {
+    pub image_pad: u32,
+    pub video_pad: u32,
+    pub vision_start: u32,
+    pub vision_end: u32,
+    /// What padded positions hold.
+    pub pad: u32,
+    /// Tokens that end generation (`eos_token`, and `<|im_end|>` / `<|endoftext|>` when present).
+    pub eos: Vec<u32>,
+}
+
+/// Qwen2-VL's names for its special tokens.
+pub const IMAGE_PAD: &str = "<|image_pad|>";
+pub const VIDEO_PAD: &str = "<|video_pad|>";
+pub const VISION_START: &str = "<|vision_start|>";
+pub const VISION_END: &str = "<|vision_end|>";
+pub const IM_END: &str = "<|im_end|>";
+pub const ENDOFTEXT: &str = "<|endoftext|>";
+
+/// A tokenizer with its special tokens and the named tokens a template may use.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    pub tokenizer: Tokenizer,
+    pub special: SpecialTokens,
+    /// `bos_token`, `eos_token`, `pad_token`, `unk_token` as the template sees them.
+    pub template_tokens: serde_json::Map<String, Json>,
+}
+
+/// A token named in `tokenizer_config.json`: a string or an `AddedToken` object.
+fn token_text(value: &Json) -> Option<String> {
+    match value {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(o) => o.get("content").and_then(Json::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+impl TextTokenizer {
+    /// Reads `tokenizer.json` and, if present, `tokenizer_config.json` from `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Self, ProcessorError> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(ProcessorError::Config {
+                path,
+                message: "missing: a checkpoint needs its tokenizer.json".into(),
+            });
+        }
+        let tokenizer = Tokenizer::from_file(&path).map_err(|e| ProcessorError::Config {
+            path: path.clone(),
+            message: format!("not a valid Hugging Face tokenizer: {e}"),
+        })?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config = if config_path.is_file() {
+            let text =
+                std::fs::read_to_string(&config_path).map_err(|source| ProcessorError::Io {
+                    path: config_path.clone(),
+                    source,
+                })?;
+            serde_json::from_str(&text).map_err(|e| ProcessorError::Config {
+                path: config_path.clone(),
+                message: format!("invalid JSON: {e}"),
+            })?
+        } else {
+            Json::Null
+        };
+        Self::new(tokenizer, &config, &path)
+    }
+
+    /// Wraps a tokenizer; `config` is a parsed `tokenizer_config.json` (or null), `path`
+    /// names the tokenizer in errors.
+    pub fn new(tokenizer: Tokenizer, config: &Json, path: &Path) -> Result<Self, ProcessorError> {
+        let id = |token: &str| {
+            tokenizer
+                .token_to_id(token)
+                .ok_or_else(|| ProcessorError::Config {
+                    path: path.to_path_buf(),
+                    message: format!("the vocabulary lacks `{token}`, which Qwen2-VL inputs need"),
+                })
+        };
+        let named = |key: &str| config.get(key).and_then(token_text);
+        let pad = match named("pad_token") {
+            Some(t) => id(&t)?,
+            None => tokenizer.token_to_id(ENDOFTEXT).unwrap_or(0),
+        };
+        let mut eos = Vec::new();
+        for token in named("eos_token")
+            .into_iter()
+            .chain([IM_END.into(), ENDOFTEXT.into()])
+        {
+            if let Some(i) = tokenizer.token_to_id(&token)
+                && !eos.contains(&i)
+            {
+                eos.push(i);
+            }
+        }
+        let special = SpecialTokens {
+            image_pad: id(IMAGE_PAD)?,
+            video_pad: id(VIDEO_PAD)?,
+            vision_start: id(VISION_START)?,
+            vision_end: id(VISION_END)?,
+            pad,
+            eos,
+        };
+        let mut template_tokens = serde_json::Map::new();
+        for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
+            if let Some(t) = named(key) {
+                template_tokens.insert(key.into(), Json::String(t));
+            }
+        }
+        Ok(Self {
+            tokenizer,
+            special,
+            template_tokens,
+        })
+    }
+
+    /// Token ids of `text`, special tokens in it recognised, with the tokenizer's own
+    /// post-processing (as transformers' `tokenizer(text)`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ProcessorError> {
+        self.tokenizer
+            .encode(text, true)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ProcessorError::Tokenize(e.to_string()))
+    }
+
+    /// Text of `ids`, special tokens dropped when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, ProcessorError> {
+        self.tokenizer
+            .decode(ids, skip_special)
+            .map_err(|e| ProcessorError::Tokenize(e.to_string()))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+}
