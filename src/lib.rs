@@ -2,5 +2,6 @@
 
 pub mod check;
 pub mod device;
+pub mod preprocess;
 
 pub use device::{DeviceChoice, DeviceError};

@@ -7,7 +7,6 @@ use nuri::check::{CheckShape, run_check};
 use std::path::PathBuf;
 
 use burn::tensor::{DType, Device};
-use nuri_encoders::image::{DEFAULT_DECODE_LIMIT, ImageProcessorConfig, load_rgb};
 use nuri_model::{TextConfig, load_pretrained, save_pretrained};
 
 #[derive(Parser, Debug)]
@@ -73,21 +72,35 @@ enum Command {
         #[arg(long, default_value_t = 1e-3)]
         tolerance: f32,
     },
-    /// Decode and preprocess an image as the model sees it: its resized size, patch grid and
-    /// the number of visual tokens it costs.
+    /// Run the input pipeline as the model sees it: resized sizes, sampled video frames,
+    /// patch grids and visual token counts; with --model's tokenizer, the rendered prompt and
+    /// its token ids.
     Preprocess {
-        /// PNG, JPEG, WebP, GIF (first frame) or BMP file.
+        /// PNG, JPEG, WebP, GIF (first frame) or BMP file (repeatable).
         #[arg(long)]
-        image: PathBuf,
-        /// A checkpoint directory whose preprocessor_config.json to honour.
+        image: Vec<PathBuf>,
+        /// Animated GIF/APNG/WebP, a folder of numbered frames, or (with the `ffmpeg`
+        /// feature) any video file (repeatable).
+        #[arg(long)]
+        video: Vec<PathBuf>,
+        /// A question; tokenized with the chat template when --model has a tokenizer.json.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// A checkpoint directory whose tokenizer, chat template and processor configs to use.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Lower bound on resized pixels (overrides the config).
+        /// Lower bound on resized pixels (per image / per video frame).
         #[arg(long)]
         min_pixels: Option<usize>,
-        /// Upper bound on resized pixels (overrides the config).
+        /// Upper bound on resized pixels (per image / per video frame).
         #[arg(long)]
         max_pixels: Option<usize>,
+        /// Frames per second to sample from videos (default 2).
+        #[arg(long, conflicts_with = "nframes")]
+        fps: Option<f64>,
+        /// A fixed number of frames to sample from videos.
+        #[arg(long)]
+        nframes: Option<usize>,
     },
     /// Load a Hugging Face Qwen2-VL checkpoint directory (strictly: every tensor must match)
     /// and write it back out (config.json + model.safetensors), as transformers lays it out.
@@ -154,27 +167,27 @@ fn main() -> Result<()> {
         }
         Command::Preprocess {
             image,
+            video,
+            prompt,
             model,
             min_pixels,
             max_pixels,
+            fps,
+            nframes,
         } => {
-            let mut config = match model.map(|dir| dir.join("preprocessor_config.json")) {
-                Some(path) if path.exists() => ImageProcessorConfig::from_preprocessor_json(&path)?,
-                _ => ImageProcessorConfig::default(),
-            };
-            config.min_pixels = min_pixels.unwrap_or(config.min_pixels);
-            config.max_pixels = max_pixels.unwrap_or(config.max_pixels);
-            let rgb = load_rgb(&image, DEFAULT_DECODE_LIMIT)?;
-            let name = image.display().to_string();
-            let resized = config.resize(&rgb, &name)?;
-            let patches = config.patchify(&[&resized]);
-            let [t, h, w] = patches.grid_thw;
-            let merge = config.merge_size * config.merge_size;
-            println!("image             {name}");
-            println!("decoded           {}×{}", rgb.width, rgb.height);
-            println!("resized           {}×{}", resized.width, resized.height);
-            println!("patch grid (thw)  {t}×{h}×{w} = {} patches", t * h * w);
-            println!("visual tokens     {}", t * h * w / merge);
+            if image.is_empty() && video.is_empty() && prompt.is_none() {
+                bail!("give at least one of --image, --video or --prompt");
+            }
+            nuri::preprocess::run(&nuri::preprocess::PreprocessArgs {
+                images: image,
+                videos: video,
+                prompt,
+                model,
+                min_pixels,
+                max_pixels,
+                fps,
+                nframes,
+            })?;
         }
         Command::Convert { from, to } => {
             let (config, model) = load_pretrained(&from, &Device::flex(), DType::F32)

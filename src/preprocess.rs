@@ -1,0 +1,172 @@
+//! `nuri preprocess`: what the input pipeline makes of images, videos and a question — the
+//! sizes, sampled frames and visual token counts, and with a checkpoint's tokenizer the
+//! rendered prompt and its token ids.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nuri_encoders::image::{DEFAULT_DECODE_LIMIT, ImageProcessorConfig, load_rgb};
+use nuri_encoders::video::{FrameSampling, VideoOptions, load_video};
+use nuri_infer::{PaddingSide, Processor};
+use serde_json::json;
+
+/// What to preprocess.
+#[derive(Debug, Clone, Default)]
+pub struct PreprocessArgs {
+    pub images: Vec<PathBuf>,
+    pub videos: Vec<PathBuf>,
+    pub prompt: Option<String>,
+    pub model: Option<PathBuf>,
+    pub min_pixels: Option<usize>,
+    pub max_pixels: Option<usize>,
+    pub fps: Option<f64>,
+    pub nframes: Option<usize>,
+}
+
+impl PreprocessArgs {
+    fn video_options(&self) -> VideoOptions {
+        VideoOptions {
+            sampling: match self.nframes {
+                Some(n) => FrameSampling::Count(n),
+                None => FrameSampling::Fps {
+                    fps: self
+                        .fps
+                        .unwrap_or(nuri_encoders::video::sampling::DEFAULT_FPS),
+                    min_frames: None,
+                    max_frames: None,
+                },
+            },
+            min_pixels: self.min_pixels,
+            max_pixels: self.max_pixels,
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs the pipeline and prints a report.
+pub fn run(args: &PreprocessArgs) -> Result<()> {
+    let with_tokenizer = args
+        .model
+        .as_deref()
+        .filter(|dir| dir.join("tokenizer.json").is_file());
+    match with_tokenizer {
+        Some(dir) => full(args, dir),
+        None => media_only(args),
+    }
+}
+
+fn media_only(args: &PreprocessArgs) -> Result<()> {
+    let mut config = match args
+        .model
+        .as_ref()
+        .map(|d| d.join("preprocessor_config.json"))
+    {
+        Some(path) if path.exists() => ImageProcessorConfig::from_preprocessor_json(&path)?,
+        _ => ImageProcessorConfig::default(),
+    };
+    let merge = config.merge_size * config.merge_size;
+    for image in &args.images {
+        let mut config = config.clone();
+        config.min_pixels = args.min_pixels.unwrap_or(config.min_pixels);
+        config.max_pixels = args.max_pixels.unwrap_or(config.max_pixels);
+        let rgb = load_rgb(image, DEFAULT_DECODE_LIMIT)?;
+        let name = image.display().to_string();
+        let resized = config.resize(&rgb, &name)?;
+        let [t, h, w] = config.patchify(&[&resized]).grid_thw;
+        println!("image             {name}");
+        println!("decoded           {}×{}", rgb.width, rgb.height);
+        println!("resized           {}×{}", resized.width, resized.height);
+        println!("patch grid (thw)  {t}×{h}×{w} = {} patches", t * h * w);
+        println!("visual tokens     {}", t * h * w / merge);
+    }
+    config.min_pixels = ImageProcessorConfig::default().min_pixels;
+    for video in &args.videos {
+        let out = load_video(&config, video, &args.video_options())?;
+        print_video(video, &out, merge);
+    }
+    if args.prompt.is_some() {
+        println!("(no tokenizer: give --model DIR with a tokenizer.json to tokenize the prompt)");
+    }
+    Ok(())
+}
+
+fn print_video(path: &Path, out: &nuri_encoders::video::VideoPatches, merge: usize) {
+    let [t, h, w] = out.patches.grid_thw;
+    println!("video             {}", path.display());
+    println!(
+        "frames            {} at {:.3} fps; sampled {} at {:.3} fps: {:?}",
+        out.total_frames,
+        out.video_fps,
+        out.frame_indices.len(),
+        out.sample_fps,
+        out.frame_indices
+    );
+    println!("resized           {}×{}", out.resized.1, out.resized.0);
+    println!("patch grid (thw)  {t}×{h}×{w} = {} patches", t * h * w);
+    println!("visual tokens     {}", t * h * w / merge);
+}
+
+fn full(args: &PreprocessArgs, dir: &Path) -> Result<()> {
+    let processor = Processor::from_dir(dir)
+        .with_context(|| format!("loading the processor of {}", dir.display()))?
+        .with_media_root(std::env::current_dir()?);
+    let mut parts = Vec::new();
+    let bounds = |part: &mut serde_json::Value| {
+        if let Some(v) = args.min_pixels {
+            part["min_pixels"] = json!(v);
+        }
+        if let Some(v) = args.max_pixels {
+            part["max_pixels"] = json!(v);
+        }
+    };
+    for image in &args.images {
+        let mut part = json!({"type": "image", "image": image});
+        bounds(&mut part);
+        parts.push(part);
+    }
+    for video in &args.videos {
+        let mut part = json!({"type": "video", "video": video});
+        bounds(&mut part);
+        if let Some(fps) = args.fps {
+            part["fps"] = json!(fps);
+        }
+        if let Some(n) = args.nframes {
+            part["nframes"] = json!(n);
+        }
+        parts.push(part);
+    }
+    if let Some(prompt) = &args.prompt {
+        parts.push(json!({"type": "text", "text": prompt}));
+    }
+    let messages = json!([{"role": "user", "content": parts}]);
+    let text = processor.render(&messages, true)?;
+    let out = processor.process(&[messages], true, PaddingSide::Left)?;
+    println!("chat template     {}", processor.template.source());
+    println!("prompt            {text:?}");
+    println!("input ids         {} tokens", out.seq_len);
+    for (i, grid) in out.image_grid_thw.iter().enumerate() {
+        println!("image {i} grid      {grid:?}");
+    }
+    for (i, grid) in out.video_grid_thw.iter().enumerate() {
+        println!(
+            "video {i} grid      {grid:?}, frames {:?} ({:.3} fps)",
+            out.video_frame_indices[i], out.video_sample_fps[i]
+        );
+    }
+    let s = out.seq_len;
+    let max_pos = (0..3)
+        .map(|k| {
+            out.position_ids[k * s..(k + 1) * s]
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    println!(
+        "positions         0..={max_pos} (rope delta {})",
+        out.rope_deltas[0]
+    );
+    Ok(())
+}
