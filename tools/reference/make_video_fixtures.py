@@ -2,13 +2,13 @@
 qwen_vl_utils (torchcodec backend) + transformers' Qwen2VLVideoProcessor make of it.
 
 The clip: 20 frames of 90x60 at 10 fps, drawn from a 216-colour palette so that GIF, APNG,
-lossless WebP and PNG frames hold identical pixels. The mp4 is H.264 (libx264, yuv420p)
-encoded by the `ffmpeg` command-line tool from the PNG frames.
+lossless WebP and PNG frames hold identical pixels. The mp4 is H.264 (libx264, yuv420p) and
+the webm VP9 (libvpx), encoded by the `ffmpeg` command-line tool from the PNG frames.
 
 Rerun (offline; needs the system FFmpeg 5.1 libraries and CLI, `apt-get install ffmpeg`):
     /tmp/ref/bin/pip install torchcodec          # qwen_vl_utils' preferred video reader
     PYTHONPATH=/tmp/qvu /tmp/ref/bin/python tools/reference/make_video_fixtures.py
-Writes fixtures/videos/{clip.gif,clip.apng,clip.webp,clip.mp4,frames/,reference.json,
+Writes fixtures/videos/{clip.gif,clip.apng,clip.webp,clip.mp4,clip.webm,frames/,reference.json,
 reference.safetensors}.
 """
 import json
@@ -67,6 +67,9 @@ def write_clip():
                     str(OUT / "frames" / "frame_%d.png"), "-c:v", "libx264", "-pix_fmt", "yuv420p",
                     "-preset", "medium", "-crf", "18", "-g", "8", "-bf", "2", str(OUT / "clip.mp4")],
                    check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-framerate", str(FPS), "-start_number", "1", "-i",
+                    str(OUT / "frames" / "frame_%d.png"), "-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p",
+                    "-crf", "20", "-b:v", "0", "-g", "8", str(OUT / "clip.webm")], check=True)
     # A truncated copy for the error tests.
     data = (OUT / "clip.mp4").read_bytes()
     (OUT / "truncated.mp4").write_bytes(data[: len(data) // 2])
@@ -79,8 +82,8 @@ def main():
     frames = write_clip()
     processor = Qwen2VLVideoProcessor()
     cases, tensors = [], {}
-    for file in ["clip.gif", "clip.mp4"]:
-        for options in [{}, {"fps": 5.0}]:
+    for file in ["clip.gif", "clip.mp4", "clip.webm"]:
+        for options in [{}, {"fps": 5.0}] if file != "clip.webm" else [{}]:
             ele = {"video": str(OUT / file), **BOUNDS, **options}
             video, meta = vp.fetch_video(ele, return_video_metadata=True)
             out = processor(videos=[video], do_resize=False, do_sample_frames=False, return_tensors="pt")
