@@ -102,6 +102,18 @@ enum Command {
         #[arg(long)]
         nframes: Option<usize>,
     },
+    /// Train (or fine-tune) a model from a run config (TOML or JSON); see the README.
+    Train {
+        /// The run config (`.toml` or `.json`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config field: `--set optim.lr=5e-4` (repeatable; TOML values).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Continue from the newest whole checkpoint in the run's out_dir.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Load a Hugging Face Qwen2-VL checkpoint directory (strictly: every tensor must match)
     /// and write it back out (config.json + model.safetensors), as transformers lays it out.
     Convert {
@@ -188,6 +200,26 @@ fn main() -> Result<()> {
                 fps,
                 nframes,
             })?;
+        }
+        Command::Train {
+            config,
+            set,
+            resume,
+        } => {
+            let config = nuri_train::TrainConfig::load(&config, &set)?;
+            let device: DeviceChoice = config.device.parse()?;
+            let device = device.device()?;
+            let summary =
+                nuri_train::train(&config, &device, resume, &mut |line| eprintln!("{line}"))?;
+            println!(
+                "trained {} steps: loss {:.4} -> {:.4}, {:.0} tokens/s, {} bad samples skipped",
+                summary.steps,
+                summary.first_loss,
+                summary.last_loss,
+                summary.tokens_per_second,
+                summary.bad_samples
+            );
+            println!("model: {}", summary.final_dir.display());
         }
         Command::Convert { from, to } => {
             let (config, model) = load_pretrained(&from, &Device::flex(), DType::F32)

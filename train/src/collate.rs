@@ -1,0 +1,235 @@
+//! From samples to training batches: each conversation through the processor (decoding its
+//! media), labels that count only assistant tokens, right-padded batches, and a loader whose
+//! worker threads prepare the next batches while the current one trains.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use nuri_infer::{PaddingSide, Processor, ProcessorOutput};
+
+use crate::data::{BadSample, Sample};
+
+/// Label value the loss ignores.
+pub const IGNORE: i64 = -100;
+
+/// One processed conversation.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub out: ProcessorOutput,
+    /// Per token: the id to predict at this position (the token itself), or [`IGNORE`].
+    pub labels: Vec<i64>,
+}
+
+/// Marks the tokens of assistant turns (ChatML: after `<|im_start|>assistant\n`, through the
+/// turn's `<|im_end|>`), every turn or only the last.
+pub fn assistant_labels(ids: &[i64], prefix: &[i64], end: i64, last_only: bool) -> Vec<i64> {
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i + prefix.len() <= ids.len() {
+        if ids[i..i + prefix.len()] == *prefix {
+            let start = i + prefix.len();
+            let stop = ids[start..]
+                .iter()
+                .position(|&t| t == end)
+                .map_or(ids.len(), |p| start + p + 1);
+            spans.push(start..stop);
+            i = stop;
+        } else {
+            i += 1;
+        }
+    }
+    if last_only && spans.len() > 1 {
+        spans.drain(..spans.len() - 1);
+    }
+    let mut labels = vec![IGNORE; ids.len()];
+    for span in spans {
+        for j in span {
+            labels[j] = ids[j];
+        }
+    }
+    labels
+}
+
+/// Processes one sample for training.
+pub fn encode(
+    processor: &Processor,
+    sample: &Sample,
+    last_only: bool,
+) -> Result<Encoded, BadSample> {
+    let bad = |reason: String| BadSample {
+        origin: sample.origin.clone(),
+        reason,
+    };
+    let out = processor
+        .process(
+            std::slice::from_ref(&sample.messages),
+            false,
+            PaddingSide::Right,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+    let tokenizer = &processor.tokenizer;
+    let prefix: Vec<i64> = tokenizer
+        .encode("<|im_start|>assistant\n")
+        .map_err(|e| bad(e.to_string()))?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let end = tokenizer
+        .tokenizer
+        .token_to_id("<|im_end|>")
+        .map(i64::from)
+        .ok_or_else(|| bad("the tokenizer has no <|im_end|>".into()))?;
+    let labels = assistant_labels(&out.input_ids, &prefix, end, last_only);
+    if labels.iter().all(|&l| l == IGNORE) {
+        return Err(bad("no assistant tokens after the chat template".into()));
+    }
+    Ok(Encoded { out, labels })
+}
+
+/// A right-padded training batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub input: ProcessorOutput,
+    /// `[batch, seq]`, [`IGNORE`] on padding and non-assistant tokens.
+    pub labels: Vec<i64>,
+    /// Tokens that count in the loss.
+    pub target_tokens: usize,
+}
+
+/// Pads encoded samples on the right into one batch.
+pub fn collate(items: Vec<Encoded>, pad_id: i64) -> Batch {
+    let seq = items.iter().map(|e| e.out.seq_len).max().unwrap_or(0);
+    let mut input = ProcessorOutput {
+        batch: items.len(),
+        seq_len: seq,
+        input_ids: Vec::new(),
+        attention_mask: Vec::new(),
+        position_ids: Vec::new(),
+        rope_deltas: Vec::new(),
+        pixel_values: Vec::new(),
+        image_grid_thw: Vec::new(),
+        pixel_values_videos: Vec::new(),
+        video_grid_thw: Vec::new(),
+        video_frame_indices: Vec::new(),
+        video_sample_fps: Vec::new(),
+    };
+    let mut labels = Vec::with_capacity(items.len() * seq);
+    for e in items {
+        let fill = seq - e.out.seq_len;
+        input.input_ids.extend(
+            e.out
+                .input_ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad_id, fill)),
+        );
+        input.attention_mask.extend(
+            e.out
+                .attention_mask
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, fill)),
+        );
+        labels.extend(
+            e.labels
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(IGNORE, fill)),
+        );
+        input.pixel_values.extend(e.out.pixel_values);
+        input.image_grid_thw.extend(e.out.image_grid_thw);
+        input.pixel_values_videos.extend(e.out.pixel_values_videos);
+        input.video_grid_thw.extend(e.out.video_grid_thw);
+        input.rope_deltas.extend(e.out.rope_deltas);
+    }
+    let target_tokens = labels.iter().filter(|&&l| l != IGNORE).count();
+    Batch {
+        input,
+        labels,
+        target_tokens,
+    }
+}
+
+/// What the loader hands the training loop for each planned batch.
+pub struct Loaded {
+    /// The batch's place in the epoch plan.
+    pub index: usize,
+    /// `None` when every sample of the batch was bad.
+    pub batch: Option<Batch>,
+    pub bad: Vec<BadSample>,
+}
+
+/// Prepares planned batches on `workers` threads, in order, at most two ahead.
+pub fn spawn_loader(
+    processor: Arc<Processor>,
+    samples: Arc<Vec<Sample>>,
+    plan: Vec<Vec<usize>>,
+    start: usize,
+    workers: usize,
+    last_only: bool,
+) -> Receiver<Loaded> {
+    let (tx, rx): (SyncSender<Loaded>, _) = sync_channel(2);
+    std::thread::spawn(move || {
+        let pad = i64::from(processor.tokenizer.special.pad);
+        for (index, batch) in plan.into_iter().enumerate().skip(start) {
+            // Decode the batch's samples in parallel, keeping their order.
+            let chunk = batch.len().div_ceil(workers.max(1));
+            let results: Vec<Result<Encoded, BadSample>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .chunks(chunk.max(1))
+                    .map(|ids| {
+                        let (processor, samples) = (&processor, &samples);
+                        scope.spawn(move || {
+                            ids.iter()
+                                .map(|&i| encode(processor, &samples[i], last_only))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("a loader worker panicked"))
+                    .collect()
+            });
+            let (mut good, mut bad) = (Vec::new(), Vec::new());
+            for r in results {
+                match r {
+                    Ok(e) => good.push(e),
+                    Err(b) => bad.push(b),
+                }
+            }
+            let batch = (!good.is_empty()).then(|| collate(good, pad));
+            if tx.send(Loaded { index, batch, bad }).is_err() {
+                return; // the trainer stopped
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_assistant_turns_are_labelled() {
+        // 1 = <|im_start|>, 7 8 = "assistant\n", 2 = <|im_end|>
+        let ids = [1, 5, 6, 2, 1, 7, 8, 30, 31, 2, 1, 5, 2, 1, 7, 8, 40, 2];
+        let all = assistant_labels(&ids, &[1, 7, 8], 2, false);
+        let want: Vec<i64> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                if [7, 8, 9, 16, 17].contains(&i) {
+                    t
+                } else {
+                    IGNORE
+                }
+            })
+            .collect();
+        assert_eq!(all, want);
+        let last = assistant_labels(&ids, &[1, 7, 8], 2, true);
+        assert_eq!(last.iter().filter(|&&l| l != IGNORE).count(), 2);
+        assert_eq!(last[16], 40);
+    }
+}

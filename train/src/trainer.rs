@@ -1,0 +1,517 @@
+//! The training loop, top to bottom: build or import the model, load the data, resume from
+//! the newest whole checkpoint, then for each optimizer step accumulate gradients over
+//! micro-batches, clip by the global norm, step each parameter group at its scheduled
+//! learning rate, log, evaluate and checkpoint.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use nuri_infer::Processor;
+use nuri_model::{NuriConfig, NuriModel, load_pretrained, save_pretrained};
+use serde_json::json;
+
+use crate::TrainError;
+use crate::checkpoint::{self, TrainState};
+use crate::collate::{Batch, IGNORE, encode, spawn_loader};
+use crate::config::{BadSamplePolicy, TrainConfig};
+use crate::data::{BadSample, Sample, epoch_plan, load_jsonl};
+use crate::optim::{GROUPS, Group, clip_global_norm, group_params, lr_factor};
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub steps: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub tokens_per_second: f64,
+    pub bad_samples: u64,
+    pub final_dir: PathBuf,
+    /// The checkpoint the run resumed from, if any.
+    pub resumed_from: Option<PathBuf>,
+}
+
+/// Mean cross-entropy of next-token predictions over the labelled tokens.
+///
+/// # Shapes
+/// - `logits`: `[batch, seq, vocab]`; `labels`: `batch × seq` values (row-major)
+pub fn masked_loss(logits: Tensor<3>, labels: &[i64], device: &Device) -> (Tensor<1>, usize) {
+    let [b, s, v] = logits.dims();
+    // Position t predicts token t + 1.
+    let logits = logits.slice([0..b, 0..s - 1, 0..v]); // [b, s-1, v]
+    let mut targets = Vec::with_capacity(b * (s - 1));
+    let mut weights = Vec::with_capacity(b * (s - 1));
+    for r in 0..b {
+        for t in 1..s {
+            let l = labels[r * s + t];
+            targets.push(if l == IGNORE { 0 } else { l });
+            weights.push(if l == IGNORE { 0f32 } else { 1.0 });
+        }
+    }
+    let count = weights.iter().filter(|&&w| w > 0.0).count();
+    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, s - 1, 1]), device);
+    let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, s - 1]), device);
+    let picked = log_softmax(logits, 2)
+        .gather(2, targets)
+        .reshape([b, s - 1]); // [b, s-1]
+    let loss = (picked * weights)
+        .sum()
+        .neg()
+        .div_scalar(count.max(1) as f64);
+    (loss, count)
+}
+
+/// The processor and the model (random or imported) a config names.
+pub fn build(
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(Processor, NuriModel, NuriConfig), TrainError> {
+    let source = &config.model;
+    if let Some(dir) = &source.checkpoint {
+        let processor = Processor::from_dir(dir)?;
+        let (nuri, model) = load_pretrained(dir, device, DType::F32)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
+        return Ok((processor, model, nuri));
+    }
+    let preset = source.preset.as_deref().expect("validated");
+    let dir = source.tokenizer.as_ref().expect("validated");
+    let processor = Processor::from_dir(dir)?;
+    let mut nuri = match preset {
+        "tiny" => NuriConfig::tiny(),
+        other => {
+            return Err(TrainError::Model(format!(
+                "unknown preset `{other}` (known: tiny)"
+            )));
+        }
+    };
+    let special = &processor.tokenizer.special;
+    nuri.text.vocab_size = processor.tokenizer.vocab_size();
+    nuri.image_token_id = i64::from(special.image_pad);
+    nuri.video_token_id = i64::from(special.video_pad);
+    nuri.vision_start_token_id = i64::from(special.vision_start);
+    nuri.vision_end_token_id = i64::from(special.vision_end);
+    let model = NuriModel::new(&nuri, device).map_err(|e| TrainError::Model(e.to_string()))?;
+    Ok((processor, model, nuri))
+}
+
+/// Freezes the groups whose learning rate is 0 (no gradients are computed for them).
+fn freeze(mut model: NuriModel, config: &TrainConfig) -> NuriModel {
+    let o = &config.optim;
+    if o.lr_vision == 0.0 {
+        model.model.visual.patch_embed = model.model.visual.patch_embed.no_grad();
+        model.model.visual.blocks = model.model.visual.blocks.no_grad();
+    }
+    if o.lr_merger == 0.0 {
+        model.model.visual.merger = model.model.visual.merger.no_grad();
+    }
+    if o.lr == 0.0 {
+        model.model.language_model = model.model.language_model.no_grad();
+        model.lm_head = model.lm_head.map(Module::no_grad);
+    }
+    model
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let o = &config.optim;
+    AdamWConfig::new()
+        .with_beta_1(o.beta1 as f32)
+        .with_beta_2(o.beta2 as f32)
+        .with_epsilon(o.eps as f32)
+        .with_weight_decay(o.weight_decay as f32)
+        .init()
+}
+
+/// Loss of one batch (no update).
+fn batch_loss(
+    model: &NuriModel,
+    batch: &Batch,
+    device: &Device,
+) -> Result<(Tensor<1>, usize), TrainError> {
+    let input = batch.input.to_model_input(device);
+    let out = model
+        .prefill(&input, None)
+        .map_err(|e| TrainError::Model(e.to_string()))?;
+    Ok(masked_loss(out.logits, &batch.labels, device))
+}
+
+/// Mean validation loss over at most `max_batches` batches.
+fn validate(
+    model: &NuriModel,
+    processor: &Processor,
+    samples: &[Sample],
+    config: &TrainConfig,
+    device: &Device,
+    max_batches: usize,
+) -> Result<Option<f64>, TrainError> {
+    let model = model.valid();
+    let device = &device.clone().without_autodiff();
+    let pad = i64::from(processor.tokenizer.special.pad);
+    let (mut total, mut count) = (0.0, 0usize);
+    for chunk in samples.chunks(config.batch_size).take(max_batches) {
+        let items: Vec<_> = chunk
+            .iter()
+            .filter_map(|s| encode(processor, s, config.data.last_turn_only).ok())
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        let batch = crate::collate::collate(items, pad);
+        let (loss, n) = batch_loss(&model, &batch, device)?;
+        total += f64::from(loss.into_scalar::<f32>()) * n as f64;
+        count += n;
+    }
+    Ok((count > 0).then(|| total / count as f64))
+}
+
+/// Runs (or resumes) a training run. `log` receives progress lines.
+pub fn train(
+    config: &TrainConfig,
+    device: &Device,
+    resume: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<RunSummary, TrainError> {
+    let out = &config.out_dir;
+    let ckpt_dir = out.join("checkpoints");
+    std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
+        path: out.clone(),
+        source,
+    })?;
+    std::fs::write(
+        out.join("config.json"),
+        serde_json::to_string_pretty(config).expect("serializable"),
+    )
+    .map_err(|source| TrainError::Io {
+        path: out.join("config.json"),
+        source,
+    })?;
+
+    // The model, seeded so that a run is reproducible. The backend's generator is global, so
+    // seeding and drawing the initial weights happen under one lock (other runs in the same
+    // process, such as parallel tests, would otherwise draw from it in between).
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let device = device.clone().autodiff();
+    let (mut processor, model, nuri) = {
+        let _guard = INIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        device.seed(config.seed);
+        let (processor, model, nuri) = build(config, &device)?;
+        // Burn initializes parameters lazily, at first use: draw them now, under the lock.
+        model.visit(&mut Materialize);
+        (processor, model, nuri)
+    };
+    if let Some(max) = config.data.max_pixels {
+        // Images and every video frame.
+        processor.image.max_pixels = max;
+        processor.image.min_pixels = processor.image.min_pixels.min(max);
+        processor.video_max_pixels = Some(max);
+        processor.video_min_pixels = Some(processor.image.min_pixels);
+    }
+    let mut optim = optimizer(config);
+    let mut model = model;
+    let mut state = TrainState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        samples_seen: 0,
+        tokens_seen: 0,
+        bad_samples: 0,
+    };
+    let mut resumed_from = None;
+    if resume && !checkpoint::list(&ckpt_dir).is_empty() {
+        let restored = checkpoint::load_latest(&ckpt_dir, model, optim)?;
+        for (path, why) in &restored.skipped {
+            log(&format!(
+                "skipping corrupt checkpoint {}: {why}",
+                path.display()
+            ));
+        }
+        log(&format!(
+            "resuming from {} (step {})",
+            restored.path.display(),
+            restored.state.step
+        ));
+        model = restored.model;
+        optim = restored.optim;
+        state = restored.state;
+        truncate_metrics(&out.join("metrics.jsonl"), state.step)?;
+        resumed_from = Some(restored.path);
+    } else if resume {
+        log("no checkpoint to resume from; starting fresh");
+    }
+    let model_groups: Vec<(Group, Vec<burn::module::ParamId>)> = GROUPS
+        .iter()
+        .filter(|g| g.peak_lr(&config.optim) > 0.0)
+        .map(|&g| (g, group_params(&model, g)))
+        .collect();
+    model = freeze(model, config);
+
+    // Data.
+    let fail_fast = config.data.on_bad_sample == BadSamplePolicy::Fail;
+    let (samples, bad) = load_jsonl(
+        &config.data.train,
+        config.data.media_root.as_deref(),
+        fail_fast,
+    )?;
+    for b in &bad {
+        log(&format!("bad sample skipped: {b}"));
+    }
+    let mut bad_total = state.bad_samples.max(bad.len() as u64);
+    if samples.is_empty() {
+        return Err(TrainError::NoData(config.data.train.clone()));
+    }
+    let val = match &config.data.val {
+        Some(path) => load_jsonl(path, config.data.media_root.as_deref(), fail_fast)?.0,
+        None => Vec::new(),
+    };
+    let lengths: Vec<usize> = samples.iter().map(|s| s.length_hint).collect();
+    let samples = Arc::new(samples);
+    let processor = Arc::new(processor);
+    let plan_for = |epoch: u64| {
+        epoch_plan(
+            &lengths,
+            config.batch_size,
+            config.data.bucket_batches,
+            config.seed,
+            epoch,
+        )
+    };
+    let loader = |epoch: u64, start: usize| {
+        spawn_loader(
+            processor.clone(),
+            samples.clone(),
+            plan_for(epoch),
+            start,
+            config.data.workers,
+            config.data.last_turn_only,
+        )
+    };
+    let mut rx = loader(state.epoch, state.batch_in_epoch);
+
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|source| TrainError::Io {
+            path: metrics_path.clone(),
+            source,
+        })?;
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let start_step = state.step;
+    let start_tokens = state.tokens_seen;
+    let (mut first_loss, mut last_loss) = (None, f64::NAN);
+
+    while state.step < config.steps {
+        let mut accumulators: Vec<GradientsAccumulator<NuriModel>> = model_groups
+            .iter()
+            .map(|_| GradientsAccumulator::new())
+            .collect();
+        let mut step_loss = 0.0;
+        for _ in 0..config.grad_accum {
+            // The next batch with at least one good sample; a new epoch when one runs out.
+            let batch = loop {
+                match rx.recv() {
+                    Ok(loaded) => {
+                        state.batch_in_epoch = loaded.index + 1;
+                        for b in &loaded.bad {
+                            handle_bad(b, fail_fast, log)?;
+                        }
+                        bad_total += loaded.bad.len() as u64;
+                        if let Some(batch) = loaded.batch {
+                            break batch;
+                        }
+                    }
+                    Err(_) => {
+                        state.epoch += 1;
+                        state.batch_in_epoch = 0;
+                        rx = loader(state.epoch, 0);
+                    }
+                }
+            };
+            let (loss, _) = batch_loss(&model, &batch, &device)?;
+            let loss = loss.div_scalar(config.grad_accum as f64);
+            let value = f64::from(loss.clone().into_scalar::<f32>());
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: state.step + 1,
+                    loss: value,
+                });
+            }
+            step_loss += value;
+            state.samples_seen += batch.input.batch as u64;
+            state.tokens_seen += batch
+                .input
+                .attention_mask
+                .iter()
+                .filter(|&&m| m == 1)
+                .count() as u64;
+            let mut grads = loss.backward();
+            for ((_, ids), acc) in model_groups.iter().zip(accumulators.iter_mut()) {
+                acc.accumulate(
+                    &model,
+                    GradientsParams::from_params(&mut grads, &model, ids),
+                );
+            }
+        }
+        let mut group_grads: Vec<GradientsParams> =
+            accumulators.iter_mut().map(|a| a.grads()).collect();
+        let grad_norm = clip_global_norm(&model, &mut group_grads, config.optim.max_grad_norm);
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: state.step + 1,
+                loss: grad_norm,
+            });
+        }
+        let factor = lr_factor(
+            state.step,
+            config.steps,
+            config.optim.warmup_steps,
+            config.optim.min_lr_ratio,
+        );
+        for ((group, _), grads) in model_groups.iter().zip(group_grads) {
+            model = optim.step(group.peak_lr(&config.optim) * factor, model, grads);
+        }
+        state.step += 1;
+        state.bad_samples = bad_total;
+        first_loss.get_or_insert(step_loss);
+        last_loss = step_loss;
+
+        let elapsed = started.elapsed().as_secs_f64();
+        let tokens_per_s = (state.tokens_seen - start_tokens) as f64 / elapsed.max(1e-9);
+        let done = state.step - start_step;
+        let eta = elapsed / done as f64 * (config.steps - state.step) as f64;
+        let lr = config.optim.lr * factor;
+        let mut record = json!({
+            "step": state.step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
+            "tokens_per_s": tokens_per_s, "epoch": state.epoch, "samples": state.samples_seen,
+        });
+        if config.eval_every > 0
+            && (state.step.is_multiple_of(config.eval_every) || state.step == config.steps)
+            && let Some(v) = validate(&model, &processor, &val, config, &device, 8)?
+        {
+            record["val_loss"] = json!(v);
+            log(&format!("step {}: validation loss {v:.4}", state.step));
+        }
+        writeln!(metrics, "{record}").map_err(|source| TrainError::Io {
+            path: metrics_path.clone(),
+            source,
+        })?;
+        let line = format!(
+            "step {}/{} loss {step_loss:.4} lr {lr:.2e} |g| {grad_norm:.3} {tokens_per_s:.0} tok/s ETA {eta:.0}s",
+            state.step, config.steps
+        );
+        if tty {
+            eprint!("\r{line}  ");
+        } else if state.step.is_multiple_of(10) || state.step == config.steps {
+            log(&line);
+        }
+        if state.step.is_multiple_of(config.checkpoint_every) || state.step == config.steps {
+            let path = checkpoint::save(
+                &ckpt_dir,
+                &model,
+                &optim,
+                &state,
+                config,
+                config.keep_checkpoints,
+            )?;
+            if !tty {
+                log(&format!("checkpoint {}", path.display()));
+            }
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    let final_dir = out.join("final");
+    save_pretrained(&model.valid(), &nuri, &final_dir)
+        .map_err(|e| TrainError::Model(e.to_string()))?;
+    copy_processor_files(&processor_dir(config), &final_dir)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(RunSummary {
+        steps: state.step,
+        first_loss: first_loss.unwrap_or(f64::NAN),
+        last_loss,
+        tokens_per_second: (state.tokens_seen - start_tokens) as f64 / elapsed.max(1e-9),
+        bad_samples: bad_total,
+        final_dir,
+        resumed_from,
+    })
+}
+
+/// Drops the metrics a killed run wrote after its last checkpoint, so a resumed run's
+/// `metrics.jsonl` reads as one run.
+fn truncate_metrics(path: &Path, last_step: usize) -> Result<(), TrainError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= last_step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Touches every parameter so that lazily initialized ones are drawn.
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+fn handle_bad(b: &BadSample, fail_fast: bool, log: &mut dyn FnMut(&str)) -> Result<(), TrainError> {
+    if fail_fast {
+        return Err(TrainError::BadSample(b.to_string()));
+    }
+    log(&format!("bad sample skipped: {b}"));
+    Ok(())
+}
+
+fn processor_dir(config: &TrainConfig) -> PathBuf {
+    config
+        .model
+        .checkpoint
+        .clone()
+        .or_else(|| config.model.tokenizer.clone())
+        .expect("validated")
+}
+
+/// Copies the tokenizer, chat template and processor configs next to exported weights, so
+/// the directory is a complete checkpoint.
+fn copy_processor_files(from: &Path, to: &Path) -> Result<(), TrainError> {
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "processor_config.json",
+        "preprocessor_config.json",
+        "video_preprocessor_config.json",
+    ] {
+        let src = from.join(file);
+        if src.is_file() && src != to.join(file) {
+            std::fs::copy(&src, to.join(file)).map_err(|source| TrainError::Io {
+                path: src.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
