@@ -114,6 +114,12 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Plot a run's loss and learning-rate curves (`RUN_DIR/metrics.jsonl`) to
+    /// `RUN_DIR/curves.png`.
+    Plot {
+        /// The run's out_dir.
+        run: PathBuf,
+    },
     /// Load a Hugging Face Qwen2-VL checkpoint directory (strictly: every tensor must match)
     /// and write it back out (config.json + model.safetensors), as transformers lays it out.
     Convert {
@@ -220,6 +226,10 @@ fn main() -> Result<()> {
                 summary.bad_samples
             );
             println!("model: {}", summary.final_dir.display());
+        }
+        Command::Plot { run } => {
+            let path = nuri_train::plot::plot_run(&run)?;
+            println!("wrote {}", path.display());
         }
         Command::Convert { from, to } => {
             let (config, model) = load_pretrained(&from, &Device::flex(), DType::F32)

@@ -6,6 +6,7 @@ pub mod collate;
 pub mod config;
 pub mod data;
 pub mod optim;
+pub mod plot;
 pub mod trainer;
 
 use std::path::PathBuf;

@@ -139,19 +139,34 @@ fn batch_loss(
     Ok(masked_loss(out.logits, &batch.labels, device))
 }
 
-/// Mean validation loss over at most `max_batches` batches.
-fn validate(
+/// Validation results.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Validation {
+    /// Mean loss per labelled token.
+    pub loss: f64,
+    /// Share of conversations whose last assistant turn greedy decoding reproduces exactly
+    /// (after trimming whitespace).
+    pub exact_match: f64,
+    pub conversations: usize,
+}
+
+/// Most tokens greedy decoding may add beyond the reference answer's length.
+const EM_SLACK_TOKENS: usize = 4;
+
+/// Loss and exact-match accuracy over at most `max_batches` validation batches.
+pub fn validate(
     model: &NuriModel,
     processor: &Processor,
     samples: &[Sample],
     config: &TrainConfig,
     device: &Device,
     max_batches: usize,
-) -> Result<Option<f64>, TrainError> {
+) -> Result<Option<Validation>, TrainError> {
     let model = model.valid();
     let device = &device.clone().without_autodiff();
     let pad = i64::from(processor.tokenizer.special.pad);
     let (mut total, mut count) = (0.0, 0usize);
+    let (mut matched, mut asked) = (0usize, 0usize);
     for chunk in samples.chunks(config.batch_size).take(max_batches) {
         let items: Vec<_> = chunk
             .iter()
@@ -164,8 +179,56 @@ fn validate(
         let (loss, n) = batch_loss(&model, &batch, device)?;
         total += f64::from(loss.into_scalar::<f32>()) * n as f64;
         count += n;
+        // Exact match: the conversation up to its last assistant turn, generated greedily.
+        let mut prompts = Vec::new();
+        let mut answers = Vec::new();
+        for sample in chunk {
+            let Some(list) = sample.messages.as_array() else {
+                continue;
+            };
+            let Some((last, before)) = list.split_last() else {
+                continue;
+            };
+            let Some(answer) = last["content"]
+                .as_str()
+                .filter(|_| last["role"] == "assistant")
+            else {
+                continue;
+            };
+            prompts.push(serde_json::Value::Array(before.to_vec()));
+            answers.push(answer.trim().to_string());
+        }
+        if prompts.is_empty() {
+            continue;
+        }
+        let Ok(input) = processor.process(&prompts, true, nuri_infer::PaddingSide::Left) else {
+            continue;
+        };
+        let longest = answers
+            .iter()
+            .map(|a| processor.tokenizer.encode(a).map(|t| t.len()).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let generated = model
+            .greedy(&input.to_model_input(device), longest + EM_SLACK_TOKENS)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
+        let eos = &processor.tokenizer.special.eos;
+        for (tokens, answer) in generated.iter().zip(&answers) {
+            let ids: Vec<u32> = tokens
+                .iter()
+                .map(|&t| t as u32)
+                .take_while(|t| !eos.contains(t))
+                .collect();
+            let text = processor.tokenizer.decode(&ids, true)?;
+            matched += usize::from(text.trim() == answer);
+            asked += 1;
+        }
     }
-    Ok((count > 0).then(|| total / count as f64))
+    Ok((count > 0).then(|| Validation {
+        loss: total / count as f64,
+        exact_match: matched as f64 / asked.max(1) as f64,
+        conversations: asked,
+    }))
 }
 
 /// Runs (or resumes) a training run. `log` receives progress lines.
@@ -396,8 +459,15 @@ pub fn train(
             && (state.step.is_multiple_of(config.eval_every) || state.step == config.steps)
             && let Some(v) = validate(&model, &processor, &val, config, &device, 8)?
         {
-            record["val_loss"] = json!(v);
-            log(&format!("step {}: validation loss {v:.4}", state.step));
+            record["val_loss"] = json!(v.loss);
+            record["val_exact_match"] = json!(v.exact_match);
+            log(&format!(
+                "step {}: validation loss {:.4}, exact match {:.1}% of {}",
+                state.step,
+                v.loss,
+                100.0 * v.exact_match,
+                v.conversations
+            ));
         }
         writeln!(metrics, "{record}").map_err(|source| TrainError::Io {
             path: metrics_path.clone(),

@@ -78,6 +78,11 @@ fn the_loss_falls_on_the_tiny_set() {
         summary.tokens_per_second
     );
     assert!(last < first / 3.0, "loss fell only from {first} to {last}");
+    // The curves plot to a PNG.
+    let png = nuri_train::plot::plot_run(&out).expect("plots");
+    let img = image::open(&png).expect("a PNG");
+    assert_eq!((img.width(), img.height()), (900, 600));
+    assert!(nuri_train::plot::plot_run(&out.join("nowhere")).is_err());
     // The exported model is a complete Hugging Face checkpoint directory.
     for file in [
         "config.json",
@@ -205,4 +210,33 @@ fn relative_jsonl_paths_resolve_once() {
         load_jsonl(Path::new("../fixtures/train/tiny.jsonl"), None, false).expect("reads");
     assert!(bad.is_empty(), "{bad:#?}");
     assert_eq!(good.len(), 8);
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
+    let out = tmp("nan");
+    let mut cfg = config(&out, 20);
+    cfg.optim = OptimConfig {
+        lr: 1e12,
+        lr_vision: 1e12,
+        lr_merger: 1e12,
+        warmup_steps: 0,
+        max_grad_norm: 0.0,
+        ..Default::default()
+    };
+    cfg.checkpoint_every = 1;
+    let err = train(&cfg, &Device::flex(), false, &mut |_| {}).unwrap_err();
+    let message = err.to_string();
+    let TrainError::NonFinite { step, .. } = err else {
+        panic!("expected a non-finite stop, got {message}");
+    };
+    assert!(step >= 2, "the first step starts from finite weights");
+    assert!(
+        message.contains("resume") && message.contains(&format!("step {step}")),
+        "{message}"
+    );
+    // Every checkpoint written is whole, and the newest is the step before the failure.
+    let newest = nuri_train::checkpoint::list(&out.join("checkpoints"));
+    assert_eq!(newest.first().map(|c| c.0), Some(step - 1));
+    let _ = std::fs::remove_dir_all(out);
 }
