@@ -111,6 +111,38 @@ impl Default for OptimConfig {
     }
 }
 
+/// Low-rank adapters on the language model's projections (the base weights freeze); they are
+/// merged into the weights on export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSettings {
+    pub rank: usize,
+    /// The adapter's output is scaled by `alpha / rank`.
+    pub alpha: f64,
+    /// Weights whose path contains one of these get an adapter.
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraSettings {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            targets: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -141,6 +173,9 @@ pub struct TrainConfig {
     /// `cpu`, `wgpu` or `cuda`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// LoRA on the language model instead of training its full weights.
+    #[serde(default)]
+    pub lora: Option<LoraSettings>,
 }
 
 fn default_seed() -> u64 {
@@ -222,11 +257,19 @@ impl TrainConfig {
                 return Err(format!("{name} must be a finite number ≥ 0, got {v}"));
             }
         }
+        if o.lr == 0.0 && o.lr_vision == 0.0 && o.lr_merger == 0.0 {
+            return Err("optim: every learning rate is 0, so nothing would train".into());
+        }
         if !(0.0..=1.0).contains(&o.min_lr_ratio) {
             return Err(format!(
                 "optim.min_lr_ratio must be in [0, 1], got {}",
                 o.min_lr_ratio
             ));
+        }
+        if let Some(lora) = &self.lora
+            && (lora.rank == 0 || lora.targets.is_empty())
+        {
+            return Err("lora: rank must be at least 1 and targets non-empty".into());
         }
         if self.data.train.as_os_str().is_empty() {
             return Err("data.train: a JSONL training file is required".into());

@@ -99,6 +99,33 @@ pub fn build(
     Ok((processor, model, nuri))
 }
 
+/// The run's processor and model, its initial weights drawn from `config.seed` (with LoRA
+/// adapters when configured). The backend's generator is global, so seeding and drawing
+/// happen under one lock: other runs in the same process (parallel tests) would otherwise
+/// draw from it in between. Burn initializes parameters lazily, so they are touched here.
+pub fn init_model(
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(Processor, NuriModel, NuriConfig), TrainError> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(config.seed);
+    let (processor, mut model, nuri) = build(config, device)?;
+    model.visit(&mut Materialize);
+    if let Some(lora) = &config.lora {
+        let targets = burn::module::ParamGroup::from_any_predicates(lora.targets.clone());
+        model.model.language_model = model
+            .model
+            .language_model
+            .apply_lora(burn::module::Lora::new(lora.rank, lora.alpha).set_param_group(targets));
+        model.lm_head = model.lm_head.map(Module::no_grad);
+        model.visit(&mut Materialize);
+    }
+    Ok((processor, model, nuri))
+}
+
 /// Freezes the groups whose learning rate is 0 (no gradients are computed for them).
 fn freeze(mut model: NuriModel, config: &TrainConfig) -> NuriModel {
     let o = &config.optim;
@@ -253,21 +280,8 @@ pub fn train(
         source,
     })?;
 
-    // The model, seeded so that a run is reproducible. The backend's generator is global, so
-    // seeding and drawing the initial weights happen under one lock (other runs in the same
-    // process, such as parallel tests, would otherwise draw from it in between).
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let device = device.clone().autodiff();
-    let (mut processor, model, nuri) = {
-        let _guard = INIT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        device.seed(config.seed);
-        let (processor, model, nuri) = build(config, &device)?;
-        // Burn initializes parameters lazily, at first use: draw them now, under the lock.
-        model.visit(&mut Materialize);
-        (processor, model, nuri)
-    };
+    let (mut processor, model, nuri) = init_model(config, &device)?;
     if let Some(max) = config.data.max_pixels {
         // Images and every video frame.
         processor.image.max_pixels = max;
@@ -500,7 +514,8 @@ pub fn train(
         eprintln!();
     }
     let final_dir = out.join("final");
-    save_pretrained(&model.valid(), &nuri, &final_dir)
+    // LoRA adapters are folded into the weights they adapt.
+    save_pretrained(&model.valid().materialize(), &nuri, &final_dir)
         .map_err(|e| TrainError::Model(e.to_string()))?;
     copy_processor_files(&processor_dir(config), &final_dir)?;
     let elapsed = started.elapsed().as_secs_f64();

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::Device;
 use nuri_train::config::{BadSamplePolicy, DataConfig, ModelSource, OptimConfig};
 use nuri_train::data::load_jsonl;
@@ -41,6 +42,7 @@ fn config(out: &Path, steps: usize) -> TrainConfig {
         keep_checkpoints: 2,
         eval_every: 0,
         device: "cpu".into(),
+        lora: None,
     }
 }
 
@@ -239,4 +241,60 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     let newest = nuri_train::checkpoint::list(&out.join("checkpoints"));
     assert_eq!(newest.first().map(|c| c.0), Some(step - 1));
     let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn lora_trains_adapters_only_and_merges_them_on_export() {
+    let out = tmp("lora");
+    let mut cfg = config(&out, 10);
+    cfg.lora = Some(nuri_train::config::LoraSettings {
+        rank: 4,
+        alpha: 8.0,
+        ..Default::default()
+    });
+    cfg.optim.lr = 1e-2;
+    cfg.optim.lr_vision = 0.0;
+    cfg.optim.lr_merger = 0.0;
+    let summary = train(&cfg, &Device::flex(), false, &mut |_| {}).expect("trains");
+    assert!(summary.last_loss < summary.first_loss, "{summary:?}");
+    // Resuming a LoRA run from its checkpoint works too.
+    cfg.steps = 12;
+    let resumed = train(&cfg, &Device::flex(), true, &mut |_| {}).expect("resumes");
+    assert!(resumed.resumed_from.is_some());
+    let bytes = std::fs::read(resumed.final_dir.join("model.safetensors")).expect("weights");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    // Plain Qwen2-VL tensor names and shapes: the adapters are merged, not exported.
+    assert!(
+        st.names().iter().all(|n| !n.contains("lora")),
+        "{:?}",
+        st.names()
+    );
+    let q = st
+        .tensor("model.layers.0.self_attn.q_proj.weight")
+        .expect("q_proj");
+    assert_eq!(q.shape(), &[64, 64]);
+
+    // The run's initial weights, exported: the adapted projections differ from them (the
+    // trained adapters were merged), the frozen rest does not.
+    let base_out = tmp("lora-base");
+    let device = Device::flex().autodiff();
+    let (_, base_model, nuri) = nuri_train::trainer::init_model(&cfg, &device).expect("init");
+    nuri_model::save_pretrained(&base_model.valid().materialize(), &nuri, &base_out).expect("save");
+    let base_bytes = std::fs::read(base_out.join("model.safetensors")).expect("weights");
+    let base_st = safetensors::SafeTensors::deserialize(&base_bytes).expect("safetensors");
+    let data = |st: &safetensors::SafeTensors, n: &str| st.tensor(n).expect(n).data().to_vec();
+    let q_name = "model.layers.0.self_attn.q_proj.weight";
+    assert_ne!(
+        data(&st, q_name),
+        data(&base_st, q_name),
+        "q_proj not merged"
+    );
+    let norm = "model.layers.0.input_layernorm.weight";
+    assert_eq!(
+        data(&st, norm),
+        data(&base_st, norm),
+        "a frozen weight changed"
+    );
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(base_out);
 }
