@@ -67,6 +67,20 @@ impl DeviceChoice {
             .collect()
     }
 
+    /// `n` devices of this kind for data-parallel training: CUDA devices 0..n, discrete GPUs
+    /// 0..n through wgpu, or on the CPU the same cores n times (shards on threads).
+    pub fn devices(self, n: usize) -> Result<Vec<Device>, DeviceError> {
+        let first = self.device()?;
+        if n <= 1 {
+            return Ok(vec![first]);
+        }
+        Ok(match self {
+            DeviceChoice::Cpu => vec![first; n],
+            DeviceChoice::Wgpu => indexed_wgpu(n),
+            DeviceChoice::Cuda => indexed_cuda(n),
+        })
+    }
+
     /// The Burn device for this choice, or why this build has none.
     pub fn device(self) -> Result<Device, DeviceError> {
         match self {
@@ -75,6 +89,28 @@ impl DeviceChoice {
             DeviceChoice::Cuda => cuda_device(),
         }
     }
+}
+
+#[cfg(feature = "wgpu")]
+fn indexed_wgpu(n: usize) -> Vec<Device> {
+    (0..n)
+        .map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
+        .collect()
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn indexed_wgpu(_: usize) -> Vec<Device> {
+    unreachable!("device() failed first")
+}
+
+#[cfg(feature = "cuda")]
+fn indexed_cuda(n: usize) -> Vec<Device> {
+    (0..n).map(Device::cuda).collect()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn indexed_cuda(_: usize) -> Vec<Device> {
+    unreachable!("device() failed first")
 }
 
 #[cfg(feature = "wgpu")]

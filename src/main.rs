@@ -213,10 +213,10 @@ fn main() -> Result<()> {
             resume,
         } => {
             let config = nuri_train::TrainConfig::load(&config, &set)?;
-            let device: DeviceChoice = config.device.parse()?;
-            let device = device.device()?;
+            let choice: DeviceChoice = config.device.parse()?;
+            let devices = choice.devices(config.devices)?;
             let summary =
-                nuri_train::train(&config, &device, resume, &mut |line| eprintln!("{line}"))?;
+                nuri_train::train(&config, &devices, resume, &mut |line| eprintln!("{line}"))?;
             println!(
                 "trained {} steps: loss {:.4} -> {:.4}, {:.0} tokens/s, {} bad samples skipped",
                 summary.steps,

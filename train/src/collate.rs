@@ -96,6 +96,18 @@ pub struct Batch {
     pub target_tokens: usize,
 }
 
+/// Splits a batch's samples into `n` contiguous shards, one per device (fewer when there
+/// are fewer samples).
+pub fn shard(items: Vec<Encoded>, n: usize) -> Vec<Vec<Encoded>> {
+    let per = items.len().div_ceil(n.max(1)).max(1);
+    let mut shards = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        shards.push(items.by_ref().take(per).collect());
+    }
+    shards
+}
+
 /// Pads encoded samples on the right into one batch.
 pub fn collate(items: Vec<Encoded>, pad_id: i64) -> Batch {
     let seq = items.iter().map(|e| e.out.seq_len).max().unwrap_or(0);
@@ -154,8 +166,8 @@ pub fn collate(items: Vec<Encoded>, pad_id: i64) -> Batch {
 pub struct Loaded {
     /// The batch's place in the epoch plan.
     pub index: usize,
-    /// `None` when every sample of the batch was bad.
-    pub batch: Option<Batch>,
+    /// The batch's good samples, processed (empty when every one was bad).
+    pub items: Vec<Encoded>,
     pub bad: Vec<BadSample>,
 }
 
@@ -170,7 +182,6 @@ pub fn spawn_loader(
 ) -> Receiver<Loaded> {
     let (tx, rx): (SyncSender<Loaded>, _) = sync_channel(2);
     std::thread::spawn(move || {
-        let pad = i64::from(processor.tokenizer.special.pad);
         for (index, batch) in plan.into_iter().enumerate().skip(start) {
             // Decode the batch's samples in parallel, keeping their order.
             let chunk = batch.len().div_ceil(workers.max(1));
@@ -191,15 +202,14 @@ pub fn spawn_loader(
                     .flat_map(|h| h.join().expect("a loader worker panicked"))
                     .collect()
             });
-            let (mut good, mut bad) = (Vec::new(), Vec::new());
+            let (mut items, mut bad) = (Vec::new(), Vec::new());
             for r in results {
                 match r {
-                    Ok(e) => good.push(e),
+                    Ok(e) => items.push(e),
                     Err(b) => bad.push(b),
                 }
             }
-            let batch = (!good.is_empty()).then(|| collate(good, pad));
-            if tx.send(Loaded { index, batch, bad }).is_err() {
+            if tx.send(Loaded { index, items, bad }).is_err() {
                 return; // the trainer stopped
             }
         }

@@ -173,6 +173,14 @@ pub struct TrainConfig {
     /// `cpu`, `wgpu` or `cuda`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Recompute memory-bound activations in the backward pass instead of keeping them
+    /// (Burn's balanced gradient checkpointing): less memory, more compute.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
+    /// Devices to train on, data parallel (`cuda` 0..n, `wgpu` discrete GPUs 0..n; on the CPU
+    /// the shards run on threads over the same cores).
+    #[serde(default = "one")]
+    pub devices: usize,
     /// LoRA on the language model instead of training its full weights.
     #[serde(default)]
     pub lora: Option<LoraSettings>,
@@ -240,6 +248,7 @@ impl TrainConfig {
             ("checkpoint_every", self.checkpoint_every),
             ("keep_checkpoints", self.keep_checkpoints),
             ("data.bucket_batches", self.data.bucket_batches),
+            ("devices", self.devices),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::TrainError;
 use crate::checkpoint::{self, TrainState};
-use crate::collate::{Batch, IGNORE, encode, spawn_loader};
+use crate::collate::{Batch, IGNORE, collate, encode, shard, spawn_loader};
 use crate::config::{BadSamplePolicy, TrainConfig};
 use crate::data::{BadSample, Sample, epoch_plan, load_jsonl};
 use crate::optim::{GROUPS, Group, clip_global_norm, group_params, lr_factor};
@@ -259,9 +259,11 @@ pub fn validate(
 }
 
 /// Runs (or resumes) a training run. `log` receives progress lines.
+/// `devices` are the devices to train on, data parallel (one shard of each batch per
+/// device); the first holds the model and the optimizer.
 pub fn train(
     config: &TrainConfig,
-    device: &Device,
+    devices: &[Device],
     resume: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<RunSummary, TrainError> {
@@ -280,7 +282,19 @@ pub fn train(
         source,
     })?;
 
-    let device = device.clone().autodiff();
+    let Some(first) = devices.first() else {
+        return Err(TrainError::Model("no device to train on".into()));
+    };
+    let with_grad = |d: &Device| {
+        let d = d.clone().autodiff();
+        if config.gradient_checkpointing {
+            d.gradient_checkpointing()
+        } else {
+            d
+        }
+    };
+    let device = with_grad(first);
+    let devices: Vec<Device> = devices.iter().map(with_grad).collect();
     let (mut processor, model, nuri) = init_model(config, &device)?;
     if let Some(max) = config.data.max_pixels {
         // Images and every video frame.
@@ -369,6 +383,7 @@ pub fn train(
         )
     };
     let mut rx = loader(state.epoch, state.batch_in_epoch);
+    let pad = i64::from(processor.tokenizer.special.pad);
 
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
@@ -393,7 +408,7 @@ pub fn train(
         let mut step_loss = 0.0;
         for _ in 0..config.grad_accum {
             // The next batch with at least one good sample; a new epoch when one runs out.
-            let batch = loop {
+            let items = loop {
                 match rx.recv() {
                     Ok(loaded) => {
                         state.batch_in_epoch = loaded.index + 1;
@@ -401,8 +416,8 @@ pub fn train(
                             handle_bad(b, fail_fast, log)?;
                         }
                         bad_total += loaded.bad.len() as u64;
-                        if let Some(batch) = loaded.batch {
-                            break batch;
+                        if !loaded.items.is_empty() {
+                            break loaded.items;
                         }
                     }
                     Err(_) => {
@@ -412,29 +427,86 @@ pub fn train(
                     }
                 }
             };
-            let (loss, _) = batch_loss(&model, &batch, &device)?;
-            let loss = loss.div_scalar(config.grad_accum as f64);
-            let value = f64::from(loss.clone().into_scalar::<f32>());
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: state.step + 1,
-                    loss: value,
-                });
+            // Data parallel: one shard of the batch per device; each device's gradients
+            // are moved to the first device and summed there.
+            let batches: Vec<Batch> = shard(items, devices.len())
+                .into_iter()
+                .map(|s| collate(s, pad))
+                .collect();
+            for batch in &batches {
+                state.samples_seen += batch.input.batch as u64;
+                state.tokens_seen += batch
+                    .input
+                    .attention_mask
+                    .iter()
+                    .filter(|&&m| m == 1)
+                    .count() as u64;
             }
-            step_loss += value;
-            state.samples_seen += batch.input.batch as u64;
-            state.tokens_seen += batch
-                .input
-                .attention_mask
+            let forks: Vec<NuriModel> = devices[1..batches.len()]
                 .iter()
-                .filter(|&&m| m == 1)
-                .count() as u64;
-            let mut grads = loss.backward();
-            for ((_, ids), acc) in model_groups.iter().zip(accumulators.iter_mut()) {
-                acc.accumulate(
-                    &model,
-                    GradientsParams::from_params(&mut grads, &model, ids),
-                );
+                .map(|d| model.clone().fork(d))
+                .collect();
+            let replicas: Vec<(&NuriModel, &Device)> = std::iter::once((&model, &device))
+                .chain(forks.iter().zip(&devices[1..]))
+                .collect();
+            let total_targets: usize = batches
+                .iter()
+                .map(|b| {
+                    b.labels
+                        .chunks(b.input.seq_len)
+                        .map(|r| r[1..].iter().filter(|&&l| l != IGNORE).count())
+                        .sum::<usize>()
+                })
+                .sum();
+            let single = batches.len() == 1;
+            let run = |batch: &Batch, (replica, dev): (&NuriModel, &Device)| {
+                let (mean, count) = batch_loss(replica, batch, dev)?;
+                let loss = if single {
+                    mean.div_scalar(config.grad_accum as f64)
+                } else {
+                    // Each shard's share of the micro-batch's mean over labelled tokens.
+                    mean.mul_scalar(
+                        count as f64 / (total_targets.max(1) * config.grad_accum) as f64,
+                    )
+                };
+                let value = f64::from(loss.clone().into_scalar::<f32>());
+                let mut grads = loss.backward();
+                let groups: Vec<GradientsParams> = model_groups
+                    .iter()
+                    .map(|(_, ids)| {
+                        GradientsParams::from_params(&mut grads, replica, ids)
+                            .to_device(&device, replica)
+                    })
+                    .collect();
+                Ok::<_, TrainError>((value, groups))
+            };
+            let results: Vec<Result<(f64, Vec<GradientsParams>), TrainError>> = if single {
+                vec![run(&batches[0], replicas[0])]
+            } else {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = batches
+                        .iter()
+                        .zip(replicas.iter().copied())
+                        .map(|(b, r)| scope.spawn(move || run(b, r)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("a device thread panicked"))
+                        .collect()
+                })
+            };
+            for result in results {
+                let (value, groups) = result?;
+                if !value.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        step: state.step + 1,
+                        loss: value,
+                    });
+                }
+                step_loss += value;
+                for (grads, acc) in groups.into_iter().zip(accumulators.iter_mut()) {
+                    acc.accumulate(&model, grads);
+                }
             }
         }
         let mut group_grads: Vec<GradientsParams> =

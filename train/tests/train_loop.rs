@@ -42,6 +42,8 @@ fn config(out: &Path, steps: usize) -> TrainConfig {
         keep_checkpoints: 2,
         eval_every: 0,
         device: "cpu".into(),
+        gradient_checkpointing: false,
+        devices: 1,
         lora: None,
     }
 }
@@ -67,7 +69,7 @@ fn losses(out: &Path) -> Vec<f64> {
 #[test]
 fn the_loss_falls_on_the_tiny_set() {
     let out = tmp("falls");
-    let summary = train(&config(&out, 60), &Device::flex(), false, &mut |l| {
+    let summary = train(&config(&out, 60), &[Device::flex()], false, &mut |l| {
         eprintln!("{l}")
     })
     .expect("trains");
@@ -126,7 +128,7 @@ fn bad_samples_are_reported_with_file_and_line() {
     let mut cfg = config(&out, 3);
     cfg.data.train = path.clone();
     let mut lines = Vec::new();
-    let summary = train(&cfg, &Device::flex(), false, &mut |l| {
+    let summary = train(&cfg, &[Device::flex()], false, &mut |l| {
         lines.push(l.to_string())
     })
     .expect("skips");
@@ -139,7 +141,7 @@ fn bad_samples_are_reported_with_file_and_line() {
     assert!(summary.bad_samples >= 6, "{}", summary.bad_samples);
     cfg.data.on_bad_sample = BadSamplePolicy::Fail;
     cfg.out_dir = tmp("bad-fail");
-    let err = train(&cfg, &Device::flex(), false, &mut |_| {}).unwrap_err();
+    let err = train(&cfg, &[Device::flex()], false, &mut |_| {}).unwrap_err();
     assert!(
         matches!(err, TrainError::BadSample(_)) && err.to_string().contains("bad.jsonl:2"),
         "{err}"
@@ -151,12 +153,12 @@ fn bad_samples_are_reported_with_file_and_line() {
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let whole = tmp("whole");
-    train(&config(&whole, 10), &Device::flex(), false, &mut |_| {}).expect("trains");
+    train(&config(&whole, 10), &[Device::flex()], false, &mut |_| {}).expect("trains");
 
     // The same run, stopped after the checkpoint at step 5 (its later checkpoint removed, as
     // if it had been killed before writing it), then resumed.
     let split = tmp("split");
-    train(&config(&split, 10), &Device::flex(), false, &mut |_| {}).expect("trains");
+    train(&config(&split, 10), &[Device::flex()], false, &mut |_| {}).expect("trains");
     std::fs::remove_dir_all(split.join("checkpoints/step-00000010")).expect("rm");
     std::fs::remove_dir_all(split.join("final")).expect("rm");
     // (metrics.jsonl still holds steps 6..10: resuming drops what came after the checkpoint.)
@@ -165,7 +167,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     std::fs::create_dir_all(&torn).expect("mkdir");
     std::fs::write(torn.join("state.json"), "{\"format\": 1, ").expect("write");
     let mut lines = Vec::new();
-    let summary = train(&config(&split, 10), &Device::flex(), true, &mut |l| {
+    let summary = train(&config(&split, 10), &[Device::flex()], true, &mut |l| {
         lines.push(l.to_string())
     })
     .expect("resumes");
@@ -227,7 +229,7 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
         ..Default::default()
     };
     cfg.checkpoint_every = 1;
-    let err = train(&cfg, &Device::flex(), false, &mut |_| {}).unwrap_err();
+    let err = train(&cfg, &[Device::flex()], false, &mut |_| {}).unwrap_err();
     let message = err.to_string();
     let TrainError::NonFinite { step, .. } = err else {
         panic!("expected a non-finite stop, got {message}");
@@ -255,11 +257,11 @@ fn lora_trains_adapters_only_and_merges_them_on_export() {
     cfg.optim.lr = 1e-2;
     cfg.optim.lr_vision = 0.0;
     cfg.optim.lr_merger = 0.0;
-    let summary = train(&cfg, &Device::flex(), false, &mut |_| {}).expect("trains");
+    let summary = train(&cfg, &[Device::flex()], false, &mut |_| {}).expect("trains");
     assert!(summary.last_loss < summary.first_loss, "{summary:?}");
     // Resuming a LoRA run from its checkpoint works too.
     cfg.steps = 12;
-    let resumed = train(&cfg, &Device::flex(), true, &mut |_| {}).expect("resumes");
+    let resumed = train(&cfg, &[Device::flex()], true, &mut |_| {}).expect("resumes");
     assert!(resumed.resumed_from.is_some());
     let bytes = std::fs::read(resumed.final_dir.join("model.safetensors")).expect("weights");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
@@ -297,4 +299,30 @@ fn lora_trains_adapters_only_and_merges_them_on_export() {
     );
     let _ = std::fs::remove_dir_all(out);
     let _ = std::fs::remove_dir_all(base_out);
+}
+
+#[test]
+fn data_parallel_and_gradient_checkpointing_train_the_same_model() {
+    let run = |name: &str, devices: usize, checkpointing: bool| {
+        let out = tmp(name);
+        let mut cfg = config(&out, 6);
+        cfg.gradient_checkpointing = checkpointing;
+        let devices = vec![Device::flex(); devices];
+        train(&cfg, &devices, false, &mut |_| {}).expect("trains");
+        let l = losses(&out);
+        let _ = std::fs::remove_dir_all(out);
+        l
+    };
+    let one = run("dp1", 1, false);
+    // Two CPU "devices": the batch is split in two shards whose gradients are summed.
+    let two = run("dp2", 2, false);
+    let checkpointed = run("ckpt", 1, true);
+    for (name, other) in [("2 devices", &two), ("checkpointing", &checkpointed)] {
+        for (a, b) in one.iter().zip(other.iter()) {
+            assert!(
+                (a - b).abs() < 1e-4 * a.abs().max(1.0),
+                "{name}: {one:?} vs {other:?}"
+            );
+        }
+    }
 }
