@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod device;
+pub mod generate;
 pub mod preprocess;
 
 pub use device::{DeviceChoice, DeviceError};

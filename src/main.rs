@@ -20,6 +20,68 @@ struct Cli {
     command: Command,
 }
 
+/// Decoding flags shared by `generate` and `chat`.
+#[derive(clap::Args, Debug, Clone)]
+struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Drop tokens under min_p × the top probability (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Above 1 discourages repeating tokens.
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Stop when the answer contains this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    fn params(&self) -> nuri_infer::SamplingParams {
+        nuri_infer::SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            max_new_tokens: self.max_new_tokens,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// Where the model comes from and how media are sized.
+#[derive(clap::Args, Debug, Clone)]
+struct ModelArgs {
+    /// A checkpoint directory (Hugging Face Qwen2-VL layout, or a Nuri run directory).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Load the weights in bf16 instead of fp32.
+    #[arg(long)]
+    bf16: bool,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<nuri::generate::Loaded> {
+        let dtype = if self.bf16 { DType::BF16 } else { DType::F32 };
+        nuri::generate::load(&self.model, self.device.device()?, dtype)
+    }
+}
+
 /// Model configurations by name.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Preset {
@@ -113,6 +175,90 @@ enum Command {
         /// Continue from the newest whole checkpoint in the run's out_dir.
         #[arg(long)]
         resume: bool,
+    },
+    /// Answer a question about images and/or a video, streaming the answer.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// An image (repeatable).
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// A video file or folder of frames (repeatable).
+        #[arg(long)]
+        video: Vec<PathBuf>,
+        /// Frames per second to sample from videos.
+        #[arg(long)]
+        fps: Option<f64>,
+        /// Upper bound on resized pixels per image / video frame.
+        #[arg(long)]
+        max_pixels: Option<usize>,
+        /// The question.
+        prompt: String,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// An interactive chat: /image PATH, /video PATH, /reset, /exit.
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        fps: Option<f64>,
+        #[arg(long)]
+        max_pixels: Option<usize>,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Exact-match accuracy of greedy answers on a QA JSONL file (the training format), per
+    /// category.
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The QA JSONL file.
+        #[arg(long)]
+        data: PathBuf,
+        /// The field of each line that names its category.
+        #[arg(long, default_value = "category")]
+        category_field: String,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// Write a JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Serve the model over an OpenAI-compatible HTTP API until SIGINT/SIGTERM.
+    Serve {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        addr: std::net::SocketAddr,
+        /// The `model` name clients use (default: the directory's name).
+        #[arg(long)]
+        served_model_name: Option<String>,
+        /// Allow `file://` media inside this folder (and nowhere else).
+        #[arg(long)]
+        allow_local_media: Option<PathBuf>,
+        #[arg(long, default_value_t = 20 << 20)]
+        max_body_bytes: usize,
+        /// Most images and videos per request.
+        #[arg(long, default_value_t = 8)]
+        max_images: usize,
+        /// Largest decoded image, in pixels.
+        #[arg(long, default_value_t = nuri_encoders::image::DEFAULT_DECODE_LIMIT)]
+        max_image_pixels: usize,
+        /// Waiting requests beyond this get 429.
+        #[arg(long, default_value_t = 64)]
+        queue_limit: usize,
+        /// Most requests answered in one batch.
+        #[arg(long, default_value_t = 8)]
+        max_batch: usize,
+        /// Longest prompt in tokens.
+        #[arg(long, default_value_t = 32_768)]
+        context_length: usize,
+        /// `max_tokens` when a request gives none.
+        #[arg(long, default_value_t = 256)]
+        default_max_tokens: usize,
     },
     /// Plot a run's loss and learning-rate curves (`RUN_DIR/metrics.jsonl`) to
     /// `RUN_DIR/curves.png`.
@@ -226,6 +372,109 @@ fn main() -> Result<()> {
                 summary.bad_samples
             );
             println!("model: {}", summary.final_dir.display());
+        }
+        Command::Generate {
+            model,
+            image,
+            video,
+            fps,
+            max_pixels,
+            prompt,
+            sampling,
+        } => {
+            let loaded = model.load()?;
+            let media = nuri::generate::TurnMedia {
+                images: image,
+                videos: video,
+                fps,
+                max_pixels,
+            };
+            nuri::generate::run_generate(&loaded, &media, &prompt, sampling.params())?;
+        }
+        Command::Chat {
+            model,
+            fps,
+            max_pixels,
+            sampling,
+        } => {
+            let loaded = model.load()?;
+            let media = nuri::generate::TurnMedia {
+                fps,
+                max_pixels,
+                ..Default::default()
+            };
+            nuri::generate::run_chat(&loaded, sampling.params(), &media)?;
+        }
+        Command::Eval {
+            model,
+            data,
+            category_field,
+            batch_size,
+            max_new_tokens,
+            report,
+        } => {
+            let loaded = model.load()?;
+            nuri::generate::run_eval(
+                &loaded,
+                &data,
+                &category_field,
+                batch_size,
+                max_new_tokens,
+                report.as_deref(),
+            )?;
+        }
+        Command::Serve {
+            model,
+            addr,
+            served_model_name,
+            allow_local_media,
+            max_body_bytes,
+            max_images,
+            max_image_pixels,
+            queue_limit,
+            max_batch,
+            context_length,
+            default_max_tokens,
+        } => {
+            let name = served_model_name.unwrap_or_else(|| {
+                model
+                    .model
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "nuri".into())
+            });
+            let allow_local_media = allow_local_media
+                .map(|d| {
+                    std::fs::canonicalize(&d)
+                        .with_context(|| format!("--allow-local-media {}", d.display()))
+                })
+                .transpose()?;
+            let loaded = model.load()?;
+            let options = nuri_infer::server::ServeOptions {
+                model_name: name.clone(),
+                max_body_bytes,
+                max_images,
+                max_image_pixels,
+                queue_limit,
+                max_batch,
+                allow_local_media,
+                context_length,
+                default_max_tokens,
+            };
+            let server = nuri_infer::server::start(
+                loaded.model,
+                loaded.processor,
+                loaded.device,
+                options,
+                addr,
+                true,
+            )?;
+            eprintln!(
+                "serving `{name}` on http://{} (Ctrl-C to stop)",
+                server.addr
+            );
+            server.wait()?;
+            eprintln!("stopped");
         }
         Command::Plot { run } => {
             let path = nuri_train::plot::plot_run(&run)?;

@@ -1,8 +1,11 @@
 //! nuri-infer: the processor (chat template + tokenizer + media → model inputs), generation
 //! and sampling, streaming, batching, and the HTTP server.
 
+pub mod generate;
 pub mod messages;
 pub mod processor;
+pub mod sampling;
+pub mod server;
 pub mod template;
 pub mod tokenizer;
 
@@ -12,8 +15,12 @@ use nuri_encoders::image::MediaError;
 use nuri_model::FusionError;
 use thiserror::Error;
 
+pub use generate::{
+    FinishReason, GenerateError, Generated, GenerationRequest, generate, generate_limited,
+};
 pub use messages::{MediaItem, MediaSource, media_items};
 pub use processor::{PaddingSide, Processor, ProcessorOutput};
+pub use sampling::{Sampler, SamplingParams, StreamDecoder};
 pub use template::{ChatTemplate, QWEN2_VL_TEMPLATE, TemplateSource};
 pub use tokenizer::{SpecialTokens, TextTokenizer};
 

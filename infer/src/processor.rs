@@ -94,6 +94,8 @@ pub struct Processor {
     pub video_max_pixels: Option<usize>,
     /// Relative media paths are resolved against this folder.
     pub media_root: PathBuf,
+    /// Largest decoded image accepted, in pixels.
+    pub decode_limit: usize,
 }
 
 fn read_json(path: &Path) -> Result<Option<Json>, ProcessorError> {
@@ -133,6 +135,7 @@ impl Processor {
             video_min_pixels: None,
             video_max_pixels: None,
             media_root: PathBuf::from("."),
+            decode_limit: DEFAULT_DECODE_LIMIT,
         }
     }
 
@@ -223,9 +226,9 @@ impl Processor {
             unreachable!("called for images");
         };
         let rgb = match source {
-            MediaSource::Path(path) => load_rgb(path, DEFAULT_DECODE_LIMIT)?,
+            MediaSource::Path(path) => load_rgb(path, self.decode_limit)?,
             MediaSource::Bytes(bytes) => {
-                decode_rgb(bytes, &format!("{label} (data URL)"), DEFAULT_DECODE_LIMIT)?
+                decode_rgb(bytes, &format!("{label} (data URL)"), self.decode_limit)?
             }
         };
         let config = ImageProcessorConfig {

@@ -1,0 +1,713 @@
+//! `nuri serve`: an OpenAI-compatible HTTP server. `POST /v1/chat/completions` (text,
+//! `image_url` as base64 `data:` URLs or — with `--allow-local-media DIR`, inside it —
+//! `file://` paths, `video_url` as vLLM accepts it; `stream: true` as server-sent events
+//! ending with `[DONE]`), `GET /v1/models`, `GET /health`.
+//!
+//! One engine thread owns the model: each time it is free it takes every queued request (up
+//! to `max_batch`) and answers them as one batch. Past `queue_limit` waiting requests the
+//! server answers 429. Every bad request gets an OpenAI-style JSON error with its status.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use burn::tensor::Device;
+use nuri_encoders::image::MediaError;
+use nuri_model::NuriModel;
+use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
+
+use crate::ProcessorError;
+use crate::generate::{GenerateError, Generated, GenerationRequest, generate_limited};
+use crate::processor::Processor;
+use crate::sampling::SamplingParams;
+
+/// Server settings (the `nuri serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The name clients pass as `model`.
+    pub model_name: String,
+    pub max_body_bytes: usize,
+    /// Most images (and videos) per request.
+    pub max_images: usize,
+    /// Largest decoded image, in pixels.
+    pub max_image_pixels: usize,
+    /// Requests waiting beyond this get 429.
+    pub queue_limit: usize,
+    /// Most requests answered in one batch.
+    pub max_batch: usize,
+    /// `file://` media are allowed only inside this folder.
+    pub allow_local_media: Option<PathBuf>,
+    /// Longest prompt, in tokens.
+    pub context_length: usize,
+    /// `max_tokens` when a request gives none.
+    pub default_max_tokens: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            model_name: "nuri".into(),
+            max_body_bytes: 20 << 20,
+            max_images: 8,
+            max_image_pixels: nuri_encoders::image::DEFAULT_DECODE_LIMIT,
+            queue_limit: 64,
+            max_batch: 8,
+            allow_local_media: None,
+            context_length: 32_768,
+            default_max_tokens: 256,
+        }
+    }
+}
+
+/// An error as the OpenAI API reports it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub param: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let kind = match status {
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        };
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            code,
+            param: None,
+        }
+    }
+
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    fn body(&self) -> Json {
+        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+fn from_generate(e: GenerateError) -> ApiError {
+    match e {
+        GenerateError::Params(m) => ApiError::bad("invalid_value", m),
+        GenerateError::ContextLength { tokens, limit } => ApiError::bad(
+            "context_length_exceeded",
+            format!("the prompt is {tokens} tokens, over the context length of {limit}"),
+        )
+        .with_param("messages"),
+        GenerateError::Processor(p) => {
+            let message = p.to_string();
+            let code = if matches!(p, ProcessorError::Media(MediaError::TooLarge { .. }))
+                || message.contains("exceeds the limit")
+            {
+                "image_too_large"
+            } else if message.contains("cannot decode") {
+                "invalid_image"
+            } else {
+                "invalid_request"
+            };
+            ApiError::bad(code, message).with_param("messages")
+        }
+        GenerateError::Model(m) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model_error", m)
+        }
+    }
+}
+
+/// What the engine tells a waiting request.
+enum Event {
+    Piece(String),
+    Done(Generated),
+    Error(ApiError),
+}
+
+struct Job {
+    request: GenerationRequest,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+struct AppState {
+    options: ServeOptions,
+    jobs: std_mpsc::Sender<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Answers `jobs` as one batch; when the batch fails before generating (one bad image),
+/// each request is answered alone so only the bad one gets the error.
+fn run_batch(
+    model: &NuriModel,
+    processor: &Processor,
+    device: &Device,
+    limit: usize,
+    jobs: Vec<Job>,
+) {
+    let requests: Vec<GenerationRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+    let result = generate_limited(
+        model,
+        processor,
+        &requests,
+        device,
+        Some(limit),
+        &mut |row, piece| {
+            let _ = jobs[row].events.send(Event::Piece(piece.to_string()));
+        },
+    );
+    match result {
+        Ok(outs) => {
+            for (job, out) in jobs.iter().zip(outs) {
+                let _ = job.events.send(Event::Done(out));
+            }
+        }
+        Err(_) if jobs.len() > 1 => {
+            for job in jobs {
+                run_batch(model, processor, device, limit, vec![job]);
+            }
+        }
+        Err(e) => {
+            let _ = jobs[0].events.send(Event::Error(from_generate(e)));
+        }
+    }
+}
+
+fn engine(
+    model: NuriModel,
+    processor: Processor,
+    device: Device,
+    rx: std_mpsc::Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+    max_batch: usize,
+    limit: usize,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch.max(1) {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        queued.fetch_sub(jobs.len(), Ordering::SeqCst);
+        // Requests whose client went away are dropped before any work.
+        jobs.retain(|j| !j.events.is_closed());
+        if !jobs.is_empty() {
+            run_batch(&model, &processor, &device, limit, jobs);
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A media URL of a request, checked: `data:` (images only), or `file://` inside the allowed
+/// folder.
+fn media_url(url: &str, allowed: Option<&Path>, video: bool) -> Result<String, ApiError> {
+    if url.starts_with("data:") {
+        if video {
+            return Err(ApiError::bad(
+                "invalid_url",
+                "video_url must be a file:// path (started with --allow-local-media)",
+            ));
+        }
+        return Ok(url.to_string());
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        let Some(root) = allowed else {
+            return Err(ApiError::bad(
+                "local_media_disabled",
+                "file:// media are refused: the server was not started with --allow-local-media",
+            ));
+        };
+        let forbidden = || {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "path_not_allowed",
+                format!("{path} is outside the folder this server may read"),
+            )
+        };
+        let resolved = std::fs::canonicalize(path).map_err(|_| {
+            // A missing file inside the folder is a bad request; outside, forbidden.
+            if Path::new(path).starts_with(root) {
+                ApiError::bad("invalid_url", format!("{path}: no such file"))
+            } else {
+                forbidden()
+            }
+        })?;
+        if !resolved.starts_with(root) {
+            return Err(forbidden());
+        }
+        return Ok(resolved.display().to_string());
+    }
+    Err(ApiError::bad(
+        "invalid_url",
+        format!(
+            "unsupported media URL `{}`: use a base64 data: URL or file://",
+            url.chars().take(40).collect::<String>()
+        ),
+    ))
+}
+
+/// OpenAI messages → Nuri's, media checked.
+fn convert_messages(messages: &Json, options: &ServeOptions) -> Result<Json, ApiError> {
+    let list = messages
+        .as_array()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad("invalid_value", "`messages` must be a non-empty array")
+                .with_param("messages")
+        })?;
+    let allowed = options.allow_local_media.as_deref();
+    let mut media = 0usize;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, message) in list.iter().enumerate() {
+        let role = message.get("role").and_then(Json::as_str).ok_or_else(|| {
+            ApiError::bad(
+                "invalid_value",
+                format!("messages[{i}].role must be a string"),
+            )
+            .with_param("messages")
+        })?;
+        let content = match message.get("content") {
+            Some(Json::String(s)) => Json::String(s.clone()),
+            None | Some(Json::Null) => Json::String(String::new()),
+            Some(Json::Array(parts)) => {
+                let mut converted = Vec::with_capacity(parts.len());
+                for (j, part) in parts.iter().enumerate() {
+                    let at = || format!("messages[{i}].content[{j}]");
+                    let kind = part.get("type").and_then(Json::as_str).unwrap_or("");
+                    let url = |key: &str| match part.get(key) {
+                        Some(Json::String(u)) => Some(u.clone()),
+                        Some(o) => o.get("url").and_then(Json::as_str).map(str::to_string),
+                        None => None,
+                    };
+                    match kind {
+                        "text" => converted.push(json!({"type": "text", "text": part.get("text").and_then(Json::as_str).unwrap_or("")})),
+                        "image_url" | "video_url" => {
+                            let video = kind == "video_url";
+                            let u = url(kind).ok_or_else(|| {
+                                ApiError::bad("invalid_value", format!("{}: `{kind}.url` is required", at())).with_param("messages")
+                            })?;
+                            media += 1;
+                            if media > options.max_images {
+                                return Err(ApiError::bad(
+                                    "too_many_images",
+                                    format!("at most {} images or videos per request", options.max_images),
+                                )
+                                .with_param("messages"));
+                            }
+                            let source = media_url(&u, allowed, video)?;
+                            converted.push(if video {
+                                json!({"type": "video", "video": source})
+                            } else {
+                                json!({"type": "image", "image": source})
+                            });
+                        }
+                        other => {
+                            return Err(ApiError::bad(
+                                "invalid_value",
+                                format!("{}: unsupported content type `{other}` (text, image_url, video_url)", at()),
+                            )
+                            .with_param("messages"));
+                        }
+                    }
+                }
+                Json::Array(converted)
+            }
+            Some(other) => {
+                return Err(ApiError::bad(
+                    "invalid_value",
+                    format!("messages[{i}].content must be a string or an array, got {other}"),
+                )
+                .with_param("messages"));
+            }
+        };
+        out.push(json!({"role": role, "content": content}));
+    }
+    Ok(Json::Array(out))
+}
+
+/// The sampling settings of a request (OpenAI's names, and vLLM's extras).
+fn params(body: &Json, options: &ServeOptions) -> Result<SamplingParams, ApiError> {
+    let f = |key: &'static str, default: f64| -> Result<f64, ApiError> {
+        match body.get(key) {
+            None | Some(Json::Null) => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| {
+                ApiError::bad("invalid_type", format!("`{key}` must be a number")).with_param(key)
+            }),
+        }
+    };
+    let u = |key: &'static str| -> Result<Option<u64>, ApiError> {
+        match body.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                ApiError::bad(
+                    "invalid_type",
+                    format!("`{key}` must be a non-negative integer"),
+                )
+                .with_param(key)
+            }),
+        }
+    };
+    if let Some(n) = u("n")?
+        && n != 1
+    {
+        return Err(ApiError::bad("invalid_value", "only n = 1 is supported").with_param("n"));
+    }
+    let stop = match body.get("stop") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::String(s)) => vec![s.clone()],
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(Json::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "invalid_type",
+                "`stop` must be a string or an array of strings",
+            )
+            .with_param("stop"));
+        }
+    };
+    let max = u("max_completion_tokens")?
+        .or(u("max_tokens")?)
+        .map_or(options.default_max_tokens, |v| v as usize);
+    let p = SamplingParams {
+        temperature: f("temperature", 1.0)? as f32,
+        top_k: u("top_k")?.unwrap_or(0) as usize,
+        top_p: f("top_p", 1.0)? as f32,
+        min_p: f("min_p", 0.0)? as f32,
+        repetition_penalty: f("repetition_penalty", 1.0)? as f32,
+        seed: u("seed")?.unwrap_or_else(unix_now),
+        max_new_tokens: max,
+        stop,
+    };
+    p.validate()
+        .map_err(|m| ApiError::bad("invalid_value", m))?;
+    Ok(p)
+}
+
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle_chat(&state, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle_chat(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let options = &state.options;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("the request body is over {} bytes", options.max_body_bytes),
+            )
+        } else {
+            ApiError::bad("invalid_body", r.body_text())
+        }
+    })?;
+    let body: Json = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(ApiError::bad(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    match body.get("model").and_then(Json::as_str) {
+        Some(m) if m != options.model_name => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!(
+                    "the model `{m}` does not exist; this server serves `{}`",
+                    options.model_name
+                ),
+            )
+            .with_param("model"));
+        }
+        _ => {}
+    }
+    let messages = convert_messages(body.get("messages").unwrap_or(&Json::Null), options)?;
+    let params = params(&body, options)?;
+    let stream = body.get("stream").and_then(Json::as_bool).unwrap_or(false);
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    if state.queued.fetch_add(1, Ordering::SeqCst) >= options.queue_limit {
+        state.queued.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!(
+                "{} requests are already waiting; retry later",
+                options.queue_limit
+            ),
+        ));
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    state
+        .jobs
+        .send(Job {
+            request: GenerationRequest { messages, params },
+            events: tx,
+        })
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            )
+        })?;
+    let id = format!("chatcmpl-{:x}", rand_id());
+    let created = unix_now();
+    let model = options.model_name.clone();
+    if !stream {
+        let mut text = String::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                Event::Piece(p) => text.push_str(&p),
+                Event::Error(e) => return Err(e),
+                Event::Done(g) => {
+                    let body = json!({
+                        "id": id, "object": "chat.completion", "created": created, "model": model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                                     "logprobs": null, "finish_reason": g.finish_reason.as_str()}],
+                        "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(),
+                                  "total_tokens": g.prompt_tokens + g.tokens.len()},
+                    });
+                    return Ok(axum::Json(body).into_response());
+                }
+            }
+        }
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "engine_stopped",
+            "the engine stopped",
+        ));
+    }
+    let chunk = move |delta: Json, finish: Option<&str>| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    };
+    let first = chunk(json!({"role": "assistant", "content": ""}), None);
+    let sse = |v: &Json| Bytes::from(format!("data: {v}\n\n"));
+    let stream = futures_util::stream::unfold(
+        (Some(first), false, rx, chunk),
+        move |(first, finished, mut rx, chunk)| async move {
+            if let Some(first) = first {
+                return Some((
+                    Ok::<Bytes, std::convert::Infallible>(sse(&first)),
+                    (None, false, rx, chunk),
+                ));
+            }
+            if finished {
+                return None;
+            }
+            match rx.recv().await {
+                Some(Event::Piece(p)) => Some((
+                    Ok(sse(&chunk(json!({"content": p}), None))),
+                    (None, false, rx, chunk),
+                )),
+                Some(Event::Done(g)) => {
+                    let mut last = chunk(json!({}), Some(g.finish_reason.as_str()));
+                    if include_usage {
+                        last["usage"] = json!({"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(),
+                                               "total_tokens": g.prompt_tokens + g.tokens.len()});
+                    }
+                    Some((
+                        Ok(Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n"))),
+                        (None, true, rx, chunk),
+                    ))
+                }
+                Some(Event::Error(e)) => Some((
+                    Ok(Bytes::from(format!(
+                        "data: {}\n\ndata: [DONE]\n\n",
+                        e.body()
+                    ))),
+                    (None, true, rx, chunk),
+                )),
+                None => None,
+            }
+        },
+    );
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}
+
+fn rand_id() -> u64 {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u64;
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({"object": "list", "data": [{"id": state.options.model_name, "object": "model", "created": 0, "owned_by": "nuri"}]})).into_response()
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Stops accepting requests, finishes the ones in flight, and waits.
+    pub fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub fn wait(mut self) -> std::io::Result<()> {
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts the engine thread and the HTTP server on `addr` (port 0 picks one); returns once
+/// it listens. With `until_signal`, SIGINT/SIGTERM stop it gracefully.
+pub fn start(
+    model: NuriModel,
+    mut processor: Processor,
+    device: Device,
+    options: ServeOptions,
+    addr: SocketAddr,
+    until_signal: bool,
+) -> std::io::Result<Server> {
+    processor.decode_limit = options.max_image_pixels;
+    let (jobs, rx) = std_mpsc::channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let engine_queued = queued.clone();
+    let (max_batch, limit) = (options.max_batch, options.context_length);
+    std::thread::spawn(move || {
+        engine(
+            model,
+            processor,
+            device,
+            rx,
+            engine_queued,
+            max_batch,
+            limit,
+        )
+    });
+    let state = Arc::new(AppState {
+        options: options.clone(),
+        jobs,
+        queued,
+    });
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .with_state(state);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let shutdown = async move {
+                if until_signal {
+                    let terminate = async {
+                        #[cfg(unix)]
+                        {
+                            if let Ok(mut s) = tokio::signal::unix::signal(
+                                tokio::signal::unix::SignalKind::terminate(),
+                            ) {
+                                s.recv().await;
+                            }
+                        }
+                        #[cfg(not(unix))]
+                        std::future::pending::<()>().await;
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = terminate => {}
+                        _ = rx => {}
+                    }
+                } else {
+                    let _ = rx.await;
+                }
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        })
+    });
+    Ok(Server {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}

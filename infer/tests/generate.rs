@@ -1,0 +1,189 @@
+//! Generation with a random tiny model and the fixture tokenizer: a batch answers each row as
+//! it would alone, sampling is reproducible, and stop conditions end each row on its own.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use nuri_infer::{FinishReason, GenerationRequest, Processor, SamplingParams, generate};
+use nuri_model::{NuriConfig, NuriModel};
+use serde_json::json;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn setup() -> (NuriModel, Processor, Device) {
+    let processor = Processor::from_dir(&fixtures().join("processor/checkpoint"))
+        .expect("processor")
+        .with_media_root(fixtures());
+    let special = &processor.tokenizer.special;
+    let mut config = NuriConfig::tiny();
+    config.text.vocab_size = processor.tokenizer.vocab_size();
+    config.image_token_id = i64::from(special.image_pad);
+    config.video_token_id = i64::from(special.video_pad);
+    config.vision_start_token_id = i64::from(special.vision_start);
+    config.vision_end_token_id = i64::from(special.vision_end);
+    let device = Device::flex();
+    // Seeded, and drawn at once under a lock: Burn initializes lazily from a global generator
+    // that the tests running in parallel share.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(17);
+    let model = NuriModel::new(&config, &device).expect("model");
+    model.visit(&mut Materialize);
+    (model, processor, device)
+}
+
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+fn request(text: &str, image: bool, params: SamplingParams) -> GenerationRequest {
+    let mut content = Vec::new();
+    if image {
+        content.push(json!({"type": "image", "image": "images/rgb_odd.png"}));
+    }
+    content.push(json!({"type": "text", "text": text}));
+    GenerationRequest {
+        messages: json!([{"role": "user", "content": content}]),
+        params,
+    }
+}
+
+fn greedy(n: usize) -> SamplingParams {
+    SamplingParams {
+        max_new_tokens: n,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_batch_answers_each_row_as_it_would_alone() {
+    let (model, processor, device) = setup();
+    let requests = vec![
+        request("What is in this picture?", true, greedy(8)),
+        request(
+            "안녕하세요! 오늘 날씨가 좋네요. What is 2+2?",
+            false,
+            greedy(5),
+        ),
+    ];
+    let mut streamed = vec![String::new(); 2];
+    let batch = generate(&model, &processor, &requests, &device, &mut |row, piece| {
+        streamed[row].push_str(piece)
+    })
+    .expect("generates");
+    for (i, r) in requests.iter().enumerate() {
+        let alone = generate(
+            &model,
+            &processor,
+            std::slice::from_ref(r),
+            &device,
+            &mut |_, _| {},
+        )
+        .expect("generates");
+        assert_eq!(batch[i].tokens, alone[0].tokens, "row {i}");
+        assert_eq!(batch[i].text, alone[0].text, "row {i}");
+        assert_eq!(
+            streamed[i], batch[i].text,
+            "row {i}: streamed pieces add up to the text"
+        );
+    }
+    // Each row stops at its own budget.
+    assert_eq!(batch[0].tokens.len(), 8);
+    assert_eq!(batch[1].tokens.len(), 5);
+    assert_eq!(batch[1].finish_reason, FinishReason::Length);
+}
+
+#[test]
+fn sampling_is_reproducible_and_top_k_1_is_greedy() {
+    let (model, processor, device) = setup();
+    let sampled = |seed: u64, top_k: usize| {
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k,
+            seed,
+            max_new_tokens: 10,
+            ..Default::default()
+        };
+        generate(
+            &model,
+            &processor,
+            &[request("Hi", false, params)],
+            &device,
+            &mut |_, _| {},
+        )
+        .expect("generates")
+        .remove(0)
+        .tokens
+    };
+    assert_eq!(sampled(1, 0), sampled(1, 0));
+    assert_ne!(sampled(1, 0), sampled(2, 0));
+    let g = generate(
+        &model,
+        &processor,
+        &[request("Hi", false, greedy(10))],
+        &device,
+        &mut |_, _| {},
+    )
+    .expect("generates")
+    .remove(0)
+    .tokens;
+    assert_eq!(sampled(5, 1), g);
+}
+
+#[test]
+fn a_stop_string_ends_the_answer_before_it() {
+    let (model, processor, device) = setup();
+    let full = generate(
+        &model,
+        &processor,
+        &[request("Hi", false, greedy(12))],
+        &device,
+        &mut |_, _| {},
+    )
+    .expect("generates")
+    .remove(0);
+    // Stop on a piece of the greedy answer's second half.
+    let chars: Vec<char> = full.text.chars().collect();
+    assert!(chars.len() >= 4, "{:?}", full.text);
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let cut = full.text.find(&stop).expect("present");
+    let params = SamplingParams {
+        stop: vec![stop.clone()],
+        ..greedy(12)
+    };
+    let mut streamed = String::new();
+    let out = generate(
+        &model,
+        &processor,
+        &[request("Hi", false, params)],
+        &device,
+        &mut |_, p| streamed.push_str(p),
+    )
+    .expect("generates")
+    .remove(0);
+    assert_eq!(out.text, full.text[..cut], "stop {stop:?}");
+    assert_eq!(streamed, out.text);
+    assert_eq!(out.finish_reason, FinishReason::Stop);
+    let bad = SamplingParams {
+        top_p: 0.0,
+        ..greedy(3)
+    };
+    let err = generate(
+        &model,
+        &processor,
+        &[request("Hi", false, bad)],
+        &device,
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("top_p"), "{err}");
+}

@@ -1,0 +1,263 @@
+//! The HTTP server on 127.0.0.1 with a random tiny model: plain and streamed completions, an
+//! image as a data URL, 32 concurrent requests, and every bad-request case with its status.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use base64::Engine;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use nuri_infer::Processor;
+use nuri_infer::server::{ServeOptions, Server, start};
+use nuri_model::{NuriConfig, NuriModel};
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+fn server(options: ServeOptions) -> Server {
+    let processor =
+        Processor::from_dir(&fixtures().join("processor/checkpoint")).expect("processor");
+    let special = &processor.tokenizer.special;
+    let mut config = NuriConfig::tiny();
+    config.text.vocab_size = processor.tokenizer.vocab_size();
+    config.image_token_id = i64::from(special.image_pad);
+    config.video_token_id = i64::from(special.video_pad);
+    config.vision_start_token_id = i64::from(special.vision_start);
+    config.vision_end_token_id = i64::from(special.vision_end);
+    let device = Device::flex();
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let model = {
+        let _guard = INIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        device.seed(5);
+        let model = NuriModel::new(&config, &device).expect("model");
+        model.visit(&mut Materialize);
+        model
+    };
+    start(
+        model,
+        processor,
+        device,
+        options,
+        "127.0.0.1:0".parse().expect("addr"),
+        false,
+    )
+    .expect("starts")
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("writes");
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+fn chat(addr: SocketAddr, body: &Value) -> (u16, Value) {
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        body.to_string().as_bytes(),
+    );
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn ask(text: &str) -> Value {
+    json!({"model": "nuri", "temperature": 0, "max_tokens": 6, "messages": [{"role": "user", "content": text}]})
+}
+
+fn data_url(path: &Path) -> String {
+    let bytes = std::fs::read(path).expect("image");
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+#[test]
+fn completions_plain_streamed_with_an_image_and_32_at_once() {
+    let server = server(ServeOptions::default());
+    let addr = server.addr;
+    assert_eq!(http(addr, "GET", "/health", b"").0, 200);
+    let (status, models) = http(addr, "GET", "/v1/models", b"");
+    assert_eq!(status, 200);
+    assert!(models.contains("\"nuri\""), "{models}");
+
+    let (status, plain) = chat(addr, &ask("안녕하세요?"));
+    assert_eq!(status, 200, "{plain}");
+    let content = plain["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content")
+        .to_string();
+    assert!(plain["usage"]["completion_tokens"].as_u64().expect("usage") <= 6);
+
+    // The same request streamed: chunks whose deltas add up to the same answer, then [DONE].
+    let mut body = ask("안녕하세요?");
+    body["stream"] = json!(true);
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+    let mut streamed = String::new();
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e.strip_prefix("data: ").expect("data")).expect("json");
+        assert_eq!(v["object"], "chat.completion.chunk");
+        if let Some(piece) = v["choices"][0]["delta"]["content"].as_str() {
+            streamed.push_str(piece);
+        }
+    }
+    assert_eq!(streamed, content);
+
+    let image = json!({"model": "nuri", "temperature": 0, "max_tokens": 4, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url(&fixtures().join("images/rgb_odd.png"))}},
+        {"type": "text", "text": "What is in this picture?"}]}]});
+    let (status, v) = chat(addr, &image);
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["usage"]["prompt_tokens"].as_u64().expect("usage") > 20,
+        "the image's tokens count"
+    );
+
+    let started = Instant::now();
+    let handles: Vec<_> = (0..32)
+        .map(|i| std::thread::spawn(move || chat(addr, &ask(&format!("question {i}"))).0))
+        .collect();
+    let statuses: Vec<u16> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    eprintln!(
+        "32 concurrent requests in {seconds:.2} s: {:.1} requests/s",
+        32.0 / seconds
+    );
+    server.stop().expect("stops");
+}
+
+#[test]
+fn bad_requests_get_openai_errors_with_their_status() {
+    let media = std::env::temp_dir().join(format!("nuri-serve-media-{}", std::process::id()));
+    std::fs::create_dir_all(&media).expect("mkdir");
+    std::fs::copy(fixtures().join("images/gray.png"), media.join("gray.png")).expect("copy");
+    let media = std::fs::canonicalize(&media).expect("canonical");
+    let server = server(ServeOptions {
+        max_images: 2,
+        max_image_pixels: 2000,
+        context_length: 60,
+        max_body_bytes: 1 << 20,
+        allow_local_media: Some(media.clone()),
+        ..Default::default()
+    });
+    let addr = server.addr;
+    let image_part = |url: String| json!({"type": "image_url", "image_url": {"url": url}});
+    let with_parts = |parts: Vec<Value>| json!({"model": "nuri", "max_tokens": 2, "messages": [{"role": "user", "content": parts}]});
+    let garbage = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(b"not an image")
+    );
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("malformed JSON", b"{\"messages\": [".to_vec(), 400, "invalid_json"),
+        ("unknown model", json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes(), 404, "model_not_found"),
+        ("undecodable image", with_parts(vec![image_part(garbage)]).to_string().into_bytes(), 400, "invalid_image"),
+        ("oversized image", with_parts(vec![image_part(data_url(&fixtures().join("images/wide_300x200.png")))]).to_string().into_bytes(), 400, "image_too_large"),
+        ("too many images", with_parts(vec![image_part(format!("file://{}", media.join("gray.png").display())); 3]).to_string().into_bytes(), 400, "too_many_images"),
+        ("prompt over the context", json!({"model": "nuri", "messages": [{"role": "user", "content": "word ".repeat(200)}]}).to_string().into_bytes(), 400, "context_length_exceeded"),
+        ("a path outside the allowed folder", with_parts(vec![image_part(format!("file://{}", fixtures().join("images/gray.png").display()))]).to_string().into_bytes(), 403, "path_not_allowed"),
+        ("an http URL", with_parts(vec![image_part("https://example.com/a.png".into())]).to_string().into_bytes(), 400, "invalid_url"),
+        ("a body over the limit", vec![b' '; 2 << 20], 413, "request_too_large"),
+        ("no messages", json!({"model": "nuri"}).to_string().into_bytes(), 400, "invalid_value"),
+        ("bad top_p", json!({"top_p": 0, "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes(), 400, "invalid_value"),
+    ];
+    for (name, body, want_status, want_code) in cases {
+        let (status, text) = http(addr, "POST", "/v1/chat/completions", &body);
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert_eq!(status, want_status, "{name}: {text}");
+        assert_eq!(v["error"]["code"], want_code, "{name}: {text}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+    }
+    // A local file inside the allowed folder is fine.
+    let ok = with_parts(vec![
+        image_part(format!("file://{}", media.join("gray.png").display())),
+        json!({"type": "text", "text": "hi"}),
+    ]);
+    let (status, v) = chat(addr, &ok);
+    assert_eq!(status, 200, "{v}");
+    server.stop().expect("stops");
+
+    // Past the queue limit: 429.
+    let full = server_with_no_queue();
+    let (status, v) = chat(full.addr, &ask("hi"));
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    full.stop().expect("stops");
+    let _ = std::fs::remove_dir_all(media);
+}
+
+fn server_with_no_queue() -> Server {
+    server(ServeOptions {
+        queue_limit: 0,
+        ..Default::default()
+    })
+}
