@@ -111,6 +111,19 @@ impl Default for OptimConfig {
     }
 }
 
+/// The precision of the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// fp32 everywhere.
+    #[default]
+    Fp32,
+    /// Mixed precision: fp32 master weights and optimizer state; each step casts the weights
+    /// to bf16 for the forward and backward passes (the loss in fp32), and the gradients
+    /// flow back through the casts to the fp32 weights.
+    Bf16,
+}
+
 /// Low-rank adapters on the language model's projections (the base weights freeze); they are
 /// merged into the weights on export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +197,9 @@ pub struct TrainConfig {
     /// LoRA on the language model instead of training its full weights.
     #[serde(default)]
     pub lora: Option<LoraSettings>,
+    /// `fp32` or `bf16` (mixed precision).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_seed() -> u64 {
@@ -279,6 +295,9 @@ impl TrainConfig {
             && (lora.rank == 0 || lora.targets.is_empty())
         {
             return Err("lora: rank must be at least 1 and targets non-empty".into());
+        }
+        if self.precision == Precision::Bf16 && self.lora.is_some() {
+            return Err("precision = \"bf16\" with LoRA is not supported yet".into());
         }
         if self.data.train.as_os_str().is_empty() {
             return Err("data.train: a JSONL training file is required".into());

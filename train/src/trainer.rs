@@ -153,17 +153,53 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
-/// Loss of one batch (no update).
+/// Casts every float parameter, keeping its id; under autodiff the cast is part of the graph,
+/// so gradients reach the original (fp32) parameters.
+struct CastTo(DType);
+
+impl burn::module::ModuleMapper for CastTo {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
+    }
+}
+
+/// Loss of one batch (no update); with `bf16`, the forward runs on a bf16 cast of the
+/// weights and the loss is taken in fp32.
+fn batch_loss_in(
+    model: &NuriModel,
+    batch: &Batch,
+    device: &Device,
+    bf16: bool,
+) -> Result<(Tensor<1>, usize), TrainError> {
+    let input = batch.input.to_model_input(device);
+    let cast;
+    let model = if bf16 {
+        cast = model.clone().map(&mut CastTo(DType::BF16));
+        &cast
+    } else {
+        model
+    };
+    let out = model
+        .prefill(&input, None)
+        .map_err(|e| TrainError::Model(e.to_string()))?;
+    Ok(masked_loss(
+        out.logits.cast(DType::F32),
+        &batch.labels,
+        device,
+    ))
+}
+
+/// Loss of one batch in fp32 (no update).
 fn batch_loss(
     model: &NuriModel,
     batch: &Batch,
     device: &Device,
 ) -> Result<(Tensor<1>, usize), TrainError> {
-    let input = batch.input.to_model_input(device);
-    let out = model
-        .prefill(&input, None)
-        .map_err(|e| TrainError::Model(e.to_string()))?;
-    Ok(masked_loss(out.logits, &batch.labels, device))
+    batch_loss_in(model, batch, device, false)
 }
 
 /// Validation results.
@@ -460,7 +496,12 @@ pub fn train(
                 .sum();
             let single = batches.len() == 1;
             let run = |batch: &Batch, (replica, dev): (&NuriModel, &Device)| {
-                let (mean, count) = batch_loss(replica, batch, dev)?;
+                let (mean, count) = batch_loss_in(
+                    replica,
+                    batch,
+                    dev,
+                    config.precision == crate::config::Precision::Bf16,
+                )?;
                 let loss = if single {
                     mean.div_scalar(config.grad_accum as f64)
                 } else {
