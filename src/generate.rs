@@ -208,18 +208,11 @@ pub fn run_eval(
         let mut requests = Vec::new();
         let mut wanted = Vec::new();
         for sample in chunk {
-            let list = sample.messages.as_array().cloned().unwrap_or_default();
-            let Some((last, before)) = list.split_last() else {
-                continue;
-            };
-            let Some(answer) = last["content"]
-                .as_str()
-                .filter(|_| last["role"] == "assistant")
-            else {
+            let Some((prompt, answer)) = nuri_infer::split_last_answer(&sample.messages) else {
                 continue;
             };
             requests.push(GenerationRequest {
-                messages: Json::Array(before.to_vec()),
+                messages: prompt,
                 params: SamplingParams {
                     max_new_tokens,
                     ..Default::default()
@@ -235,7 +228,7 @@ pub fn run_eval(
                 .get(&line)
                 .cloned()
                 .unwrap_or_else(|| "all".into());
-            wanted.push((answer.trim().to_string(), category, sample.origin.clone()));
+            wanted.push((answer, category, sample.origin.clone()));
         }
         let out = generate(
             &loaded.model,

@@ -18,7 +18,7 @@ use thiserror::Error;
 pub use generate::{
     FinishReason, GenerateError, Generated, GenerationRequest, generate, generate_limited,
 };
-pub use messages::{MediaItem, MediaSource, media_items};
+pub use messages::{MediaItem, MediaSource, media_items, split_last_answer};
 pub use processor::{PaddingSide, Processor, ProcessorOutput};
 pub use sampling::{Sampler, SamplingParams, StreamDecoder};
 pub use template::{ChatTemplate, QWEN2_VL_TEMPLATE, TemplateSource};

@@ -249,6 +249,16 @@ pub fn media_items(messages: &Json, root: &Path) -> Result<Vec<MediaItem>, Proce
     Ok(items)
 }
 
+/// A conversation that ends with an assistant turn of plain text, split into the messages
+/// before that turn (the prompt) and the turn's text (the reference answer, trimmed).
+pub fn split_last_answer(messages: &Json) -> Option<(Json, String)> {
+    let (last, before) = messages.as_array()?.split_last()?;
+    let answer = last["content"]
+        .as_str()
+        .filter(|_| last["role"] == "assistant")?;
+    Some((Json::Array(before.to_vec()), answer.trim().to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,24 @@ pub struct ProcessorOutput {
 }
 
 impl ProcessorOutput {
+    /// A batch of `batch` rows with nothing in it yet.
+    pub fn empty(batch: usize) -> Self {
+        Self {
+            batch,
+            seq_len: 0,
+            input_ids: Vec::new(),
+            attention_mask: Vec::new(),
+            position_ids: Vec::new(),
+            rope_deltas: Vec::new(),
+            pixel_values: Vec::new(),
+            image_grid_thw: Vec::new(),
+            pixel_values_videos: Vec::new(),
+            video_grid_thw: Vec::new(),
+            video_frame_indices: Vec::new(),
+            video_sample_fps: Vec::new(),
+        }
+    }
+
     /// Row `r`'s input ids.
     pub fn row(&self, r: usize) -> &[i64] {
         &self.input_ids[r * self.seq_len..(r + 1) * self.seq_len]
@@ -173,6 +191,18 @@ impl Processor {
         Ok(processor)
     }
 
+    /// `config` with the vocabulary size and the vision token ids of this processor's
+    /// tokenizer (for a model of our own presets trained with it).
+    pub fn fit_config(&self, mut config: nuri_model::NuriConfig) -> nuri_model::NuriConfig {
+        let special = &self.tokenizer.special;
+        config.text.vocab_size = self.tokenizer.vocab_size();
+        config.image_token_id = i64::from(special.image_pad);
+        config.video_token_id = i64::from(special.video_pad);
+        config.vision_start_token_id = i64::from(special.vision_start);
+        config.vision_end_token_id = i64::from(special.vision_end);
+        config
+    }
+
     /// Resolves relative media paths against `root` from now on.
     pub fn with_media_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.media_root = root.into();
@@ -260,20 +290,7 @@ impl Processor {
         media: &[MediaItem],
         padding: PaddingSide,
     ) -> Result<ProcessorOutput, ProcessorError> {
-        let mut out = ProcessorOutput {
-            batch: texts.len(),
-            seq_len: 0,
-            input_ids: Vec::new(),
-            attention_mask: Vec::new(),
-            position_ids: Vec::new(),
-            rope_deltas: Vec::new(),
-            pixel_values: Vec::new(),
-            image_grid_thw: Vec::new(),
-            pixel_values_videos: Vec::new(),
-            video_grid_thw: Vec::new(),
-            video_frame_indices: Vec::new(),
-            video_sample_fps: Vec::new(),
-        };
+        let mut out = ProcessorOutput::empty(texts.len());
         for item in media {
             match item {
                 MediaItem::Image { .. } => {

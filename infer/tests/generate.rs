@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use nuri_infer::{FinishReason, GenerationRequest, Processor, SamplingParams, generate};
 use nuri_model::{NuriConfig, NuriModel};
 use serde_json::json;
@@ -17,13 +16,7 @@ fn setup() -> (NuriModel, Processor, Device) {
     let processor = Processor::from_dir(&fixtures().join("processor/checkpoint"))
         .expect("processor")
         .with_media_root(fixtures());
-    let special = &processor.tokenizer.special;
-    let mut config = NuriConfig::tiny();
-    config.text.vocab_size = processor.tokenizer.vocab_size();
-    config.image_token_id = i64::from(special.image_pad);
-    config.video_token_id = i64::from(special.video_pad);
-    config.vision_start_token_id = i64::from(special.vision_start);
-    config.vision_end_token_id = i64::from(special.vision_end);
+    let config = processor.fit_config(NuriConfig::tiny());
     let device = Device::flex();
     // Seeded, and drawn at once under a lock: Burn initializes lazily from a global generator
     // that the tests running in parallel share.
@@ -33,16 +26,8 @@ fn setup() -> (NuriModel, Processor, Device) {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     device.seed(17);
     let model = NuriModel::new(&config, &device).expect("model");
-    model.visit(&mut Materialize);
+    model.init_params_now();
     (model, processor, device)
-}
-
-struct Materialize;
-
-impl ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
-    }
 }
 
 fn request(text: &str, image: bool, params: SamplingParams) -> GenerationRequest {

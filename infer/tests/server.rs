@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use base64::Engine;
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use nuri_infer::Processor;
 use nuri_infer::server::{ServeOptions, Server, start};
 use nuri_model::{NuriConfig, NuriModel};
@@ -18,24 +17,10 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
-struct Materialize;
-
-impl ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
-    }
-}
-
 fn server(options: ServeOptions) -> Server {
     let processor =
         Processor::from_dir(&fixtures().join("processor/checkpoint")).expect("processor");
-    let special = &processor.tokenizer.special;
-    let mut config = NuriConfig::tiny();
-    config.text.vocab_size = processor.tokenizer.vocab_size();
-    config.image_token_id = i64::from(special.image_pad);
-    config.video_token_id = i64::from(special.video_pad);
-    config.vision_start_token_id = i64::from(special.vision_start);
-    config.vision_end_token_id = i64::from(special.vision_end);
+    let config = processor.fit_config(NuriConfig::tiny());
     let device = Device::flex();
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let model = {
@@ -44,7 +29,7 @@ fn server(options: ServeOptions) -> Server {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         device.seed(5);
         let model = NuriModel::new(&config, &device).expect("model");
-        model.visit(&mut Materialize);
+        model.init_params_now();
         model
     };
     start(

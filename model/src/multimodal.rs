@@ -156,6 +156,18 @@ impl NuriModel {
         })
     }
 
+    /// Draws every parameter now: Burn initializes them lazily at first use, from a global
+    /// generator, so a seeded model must be drawn before anything else uses that generator.
+    pub fn init_params_now(&self) {
+        struct Touch;
+        impl burn::module::ModuleVisitor for Touch {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        self.visit(&mut Touch);
+    }
+
     /// A fresh KV cache for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.model.language_model.layers.len())

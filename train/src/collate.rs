@@ -111,20 +111,8 @@ pub fn shard(items: Vec<Encoded>, n: usize) -> Vec<Vec<Encoded>> {
 /// Pads encoded samples on the right into one batch.
 pub fn collate(items: Vec<Encoded>, pad_id: i64) -> Batch {
     let seq = items.iter().map(|e| e.out.seq_len).max().unwrap_or(0);
-    let mut input = ProcessorOutput {
-        batch: items.len(),
-        seq_len: seq,
-        input_ids: Vec::new(),
-        attention_mask: Vec::new(),
-        position_ids: Vec::new(),
-        rope_deltas: Vec::new(),
-        pixel_values: Vec::new(),
-        image_grid_thw: Vec::new(),
-        pixel_values_videos: Vec::new(),
-        video_grid_thw: Vec::new(),
-        video_frame_indices: Vec::new(),
-        video_sample_fps: Vec::new(),
-    };
+    let mut input = ProcessorOutput::empty(items.len());
+    input.seq_len = seq;
     let mut labels = Vec::with_capacity(items.len() * seq);
     for e in items {
         let fill = seq - e.out.seq_len;

@@ -81,7 +81,7 @@ pub fn build(
     let preset = source.preset.as_deref().expect("validated");
     let dir = source.tokenizer.as_ref().expect("validated");
     let processor = Processor::from_dir(dir)?;
-    let mut nuri = match preset {
+    let nuri = match preset {
         "tiny" => NuriConfig::tiny(),
         other => {
             return Err(TrainError::Model(format!(
@@ -89,12 +89,7 @@ pub fn build(
             )));
         }
     };
-    let special = &processor.tokenizer.special;
-    nuri.text.vocab_size = processor.tokenizer.vocab_size();
-    nuri.image_token_id = i64::from(special.image_pad);
-    nuri.video_token_id = i64::from(special.video_pad);
-    nuri.vision_start_token_id = i64::from(special.vision_start);
-    nuri.vision_end_token_id = i64::from(special.vision_end);
+    let nuri = processor.fit_config(nuri);
     let model = NuriModel::new(&nuri, device).map_err(|e| TrainError::Model(e.to_string()))?;
     Ok((processor, model, nuri))
 }
@@ -113,7 +108,7 @@ pub fn init_model(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     device.seed(config.seed);
     let (processor, mut model, nuri) = build(config, device)?;
-    model.visit(&mut Materialize);
+    model.init_params_now();
     if let Some(lora) = &config.lora {
         let targets = burn::module::ParamGroup::from_any_predicates(lora.targets.clone());
         model.model.language_model = model
@@ -121,7 +116,7 @@ pub fn init_model(
             .language_model
             .apply_lora(burn::module::Lora::new(lora.rank, lora.alpha).set_param_group(targets));
         model.lm_head = model.lm_head.map(Module::no_grad);
-        model.visit(&mut Materialize);
+        model.init_params_now();
     }
     Ok((processor, model, nuri))
 }
@@ -246,20 +241,10 @@ pub fn validate(
         let mut prompts = Vec::new();
         let mut answers = Vec::new();
         for sample in chunk {
-            let Some(list) = sample.messages.as_array() else {
-                continue;
-            };
-            let Some((last, before)) = list.split_last() else {
-                continue;
-            };
-            let Some(answer) = last["content"]
-                .as_str()
-                .filter(|_| last["role"] == "assistant")
-            else {
-                continue;
-            };
-            prompts.push(serde_json::Value::Array(before.to_vec()));
-            answers.push(answer.trim().to_string());
+            if let Some((prompt, answer)) = nuri_infer::split_last_answer(&sample.messages) {
+                prompts.push(prompt);
+                answers.push(answer);
+            }
         }
         if prompts.is_empty() {
             continue;
@@ -663,15 +648,6 @@ fn truncate_metrics(path: &Path, last_step: usize) -> Result<(), TrainError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Touches every parameter so that lazily initialized ones are drawn.
-struct Materialize;
-
-impl burn::module::ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-        let _ = param.val();
-    }
 }
 
 fn handle_bad(b: &BadSample, fail_fast: bool, log: &mut dyn FnMut(&str)) -> Result<(), TrainError> {
