@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod collate;
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod optim;
 pub mod plot;
 pub mod trainer;

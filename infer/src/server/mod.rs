@@ -8,7 +8,7 @@
 //! server answers 429. Every bad request gets an OpenAI-style JSON error with its status.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -22,15 +22,17 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use burn::tensor::Device;
-use nuri_encoders::image::MediaError;
 use nuri_model::NuriModel;
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 
-use crate::ProcessorError;
-use crate::generate::{GenerateError, Generated, GenerationRequest, generate_limited};
+mod request;
+
+pub use request::ApiError;
+use request::{convert_messages, from_generate, params, unix_now};
+
+use crate::generate::{Generated, GenerationRequest, generate_limited};
 use crate::processor::Processor;
-use crate::sampling::SamplingParams;
 
 /// Server settings (the `nuri serve` flags).
 #[derive(Debug, Clone)]
@@ -66,80 +68,6 @@ impl Default for ServeOptions {
             allow_local_media: None,
             context_length: 32_768,
             default_max_tokens: 256,
-        }
-    }
-}
-
-/// An error as the OpenAI API reports it.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub kind: &'static str,
-    pub code: &'static str,
-    pub param: Option<&'static str>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        let kind = match status {
-            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-            StatusCode::NOT_FOUND => "not_found_error",
-            s if s.is_server_error() => "server_error",
-            _ => "invalid_request_error",
-        };
-        Self {
-            status,
-            message: message.into(),
-            kind,
-            code,
-            param: None,
-        }
-    }
-
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
-        self
-    }
-
-    fn body(&self) -> Json {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
-    }
-}
-
-fn from_generate(e: GenerateError) -> ApiError {
-    match e {
-        GenerateError::Params(m) => ApiError::bad("invalid_value", m),
-        GenerateError::ContextLength { tokens, limit } => ApiError::bad(
-            "context_length_exceeded",
-            format!("the prompt is {tokens} tokens, over the context length of {limit}"),
-        )
-        .with_param("messages"),
-        GenerateError::Processor(p) => {
-            let message = p.to_string();
-            let code = if matches!(p, ProcessorError::Media(MediaError::TooLarge { .. }))
-                || message.contains("exceeds the limit")
-            {
-                "image_too_large"
-            } else if message.contains("cannot decode") {
-                "invalid_image"
-            } else {
-                "invalid_request"
-            };
-            ApiError::bad(code, message).with_param("messages")
-        }
-        GenerateError::Model(m) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model_error", m)
         }
     }
 }
@@ -223,201 +151,6 @@ fn engine(
             run_batch(&model, &processor, &device, limit, jobs);
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A media URL of a request, checked: `data:` (images only), or `file://` inside the allowed
-/// folder.
-fn media_url(url: &str, allowed: Option<&Path>, video: bool) -> Result<String, ApiError> {
-    if url.starts_with("data:") {
-        if video {
-            return Err(ApiError::bad(
-                "invalid_url",
-                "video_url must be a file:// path (started with --allow-local-media)",
-            ));
-        }
-        return Ok(url.to_string());
-    }
-    if let Some(path) = url.strip_prefix("file://") {
-        let Some(root) = allowed else {
-            return Err(ApiError::bad(
-                "local_media_disabled",
-                "file:// media are refused: the server was not started with --allow-local-media",
-            ));
-        };
-        let forbidden = || {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "path_not_allowed",
-                format!("{path} is outside the folder this server may read"),
-            )
-        };
-        let resolved = std::fs::canonicalize(path).map_err(|_| {
-            // A missing file inside the folder is a bad request; outside, forbidden.
-            if Path::new(path).starts_with(root) {
-                ApiError::bad("invalid_url", format!("{path}: no such file"))
-            } else {
-                forbidden()
-            }
-        })?;
-        if !resolved.starts_with(root) {
-            return Err(forbidden());
-        }
-        return Ok(resolved.display().to_string());
-    }
-    Err(ApiError::bad(
-        "invalid_url",
-        format!(
-            "unsupported media URL `{}`: use a base64 data: URL or file://",
-            url.chars().take(40).collect::<String>()
-        ),
-    ))
-}
-
-/// OpenAI messages → Nuri's, media checked.
-fn convert_messages(messages: &Json, options: &ServeOptions) -> Result<Json, ApiError> {
-    let list = messages
-        .as_array()
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad("invalid_value", "`messages` must be a non-empty array")
-                .with_param("messages")
-        })?;
-    let allowed = options.allow_local_media.as_deref();
-    let mut media = 0usize;
-    let mut out = Vec::with_capacity(list.len());
-    for (i, message) in list.iter().enumerate() {
-        let role = message.get("role").and_then(Json::as_str).ok_or_else(|| {
-            ApiError::bad(
-                "invalid_value",
-                format!("messages[{i}].role must be a string"),
-            )
-            .with_param("messages")
-        })?;
-        let content = match message.get("content") {
-            Some(Json::String(s)) => Json::String(s.clone()),
-            None | Some(Json::Null) => Json::String(String::new()),
-            Some(Json::Array(parts)) => {
-                let mut converted = Vec::with_capacity(parts.len());
-                for (j, part) in parts.iter().enumerate() {
-                    let at = || format!("messages[{i}].content[{j}]");
-                    let kind = part.get("type").and_then(Json::as_str).unwrap_or("");
-                    let url = |key: &str| match part.get(key) {
-                        Some(Json::String(u)) => Some(u.clone()),
-                        Some(o) => o.get("url").and_then(Json::as_str).map(str::to_string),
-                        None => None,
-                    };
-                    match kind {
-                        "text" => converted.push(json!({"type": "text", "text": part.get("text").and_then(Json::as_str).unwrap_or("")})),
-                        "image_url" | "video_url" => {
-                            let video = kind == "video_url";
-                            let u = url(kind).ok_or_else(|| {
-                                ApiError::bad("invalid_value", format!("{}: `{kind}.url` is required", at())).with_param("messages")
-                            })?;
-                            media += 1;
-                            if media > options.max_images {
-                                return Err(ApiError::bad(
-                                    "too_many_images",
-                                    format!("at most {} images or videos per request", options.max_images),
-                                )
-                                .with_param("messages"));
-                            }
-                            let source = media_url(&u, allowed, video)?;
-                            converted.push(if video {
-                                json!({"type": "video", "video": source})
-                            } else {
-                                json!({"type": "image", "image": source})
-                            });
-                        }
-                        other => {
-                            return Err(ApiError::bad(
-                                "invalid_value",
-                                format!("{}: unsupported content type `{other}` (text, image_url, video_url)", at()),
-                            )
-                            .with_param("messages"));
-                        }
-                    }
-                }
-                Json::Array(converted)
-            }
-            Some(other) => {
-                return Err(ApiError::bad(
-                    "invalid_value",
-                    format!("messages[{i}].content must be a string or an array, got {other}"),
-                )
-                .with_param("messages"));
-            }
-        };
-        out.push(json!({"role": role, "content": content}));
-    }
-    Ok(Json::Array(out))
-}
-
-/// The sampling settings of a request (OpenAI's names, and vLLM's extras).
-fn params(body: &Json, options: &ServeOptions) -> Result<SamplingParams, ApiError> {
-    let f = |key: &'static str, default: f64| -> Result<f64, ApiError> {
-        match body.get(key) {
-            None | Some(Json::Null) => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| {
-                ApiError::bad("invalid_type", format!("`{key}` must be a number")).with_param(key)
-            }),
-        }
-    };
-    let u = |key: &'static str| -> Result<Option<u64>, ApiError> {
-        match body.get(key) {
-            None | Some(Json::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                ApiError::bad(
-                    "invalid_type",
-                    format!("`{key}` must be a non-negative integer"),
-                )
-                .with_param(key)
-            }),
-        }
-    };
-    if let Some(n) = u("n")?
-        && n != 1
-    {
-        return Err(ApiError::bad("invalid_value", "only n = 1 is supported").with_param("n"));
-    }
-    let stop = match body.get("stop") {
-        None | Some(Json::Null) => Vec::new(),
-        Some(Json::String(s)) => vec![s.clone()],
-        Some(Json::Array(a)) => a
-            .iter()
-            .filter_map(Json::as_str)
-            .map(str::to_string)
-            .collect(),
-        Some(_) => {
-            return Err(ApiError::bad(
-                "invalid_type",
-                "`stop` must be a string or an array of strings",
-            )
-            .with_param("stop"));
-        }
-    };
-    let max = u("max_completion_tokens")?
-        .or(u("max_tokens")?)
-        .map_or(options.default_max_tokens, |v| v as usize);
-    let p = SamplingParams {
-        temperature: f("temperature", 1.0)? as f32,
-        top_k: u("top_k")?.unwrap_or(0) as usize,
-        top_p: f("top_p", 1.0)? as f32,
-        min_p: f("min_p", 0.0)? as f32,
-        repetition_penalty: f("repetition_penalty", 1.0)? as f32,
-        seed: u("seed")?.unwrap_or_else(unix_now),
-        max_new_tokens: max,
-        stop,
-    };
-    p.validate()
-        .map_err(|m| ApiError::bad("invalid_value", m))?;
-    Ok(p)
 }
 
 async fn chat_completions(
