@@ -48,32 +48,48 @@ pub struct TurnMedia {
     pub images: Vec<PathBuf>,
     pub videos: Vec<PathBuf>,
     pub fps: Option<f64>,
+    pub nframes: Option<usize>,
+    pub min_pixels: Option<usize>,
     pub max_pixels: Option<usize>,
 }
 
-/// A user message with content parts.
+/// A user message with content parts: the images, the videos, then the text (if any). A
+/// `max_pixels` without `min_pixels` lowers the lower bound with it when it is below the
+/// default.
 pub fn user_message(media: &TurnMedia, text: &str) -> Json {
+    let min_pixels = media.min_pixels.or_else(|| {
+        media
+            .max_pixels
+            .map(|m| m.min(nuri_encoders::image::DEFAULT_MIN_PIXELS))
+    });
+    let bounds = |part: &mut Json| {
+        if let Some(m) = media.max_pixels {
+            part["max_pixels"] = json!(m);
+        }
+        if let Some(m) = min_pixels {
+            part["min_pixels"] = json!(m);
+        }
+    };
     let mut parts = Vec::new();
     for image in &media.images {
         let mut part = json!({"type": "image", "image": image});
-        if let Some(m) = media.max_pixels {
-            part["max_pixels"] = json!(m);
-            part["min_pixels"] = json!(m.min(nuri_encoders::image::DEFAULT_MIN_PIXELS));
-        }
+        bounds(&mut part);
         parts.push(part);
     }
     for video in &media.videos {
         let mut part = json!({"type": "video", "video": video});
+        bounds(&mut part);
         if let Some(fps) = media.fps {
             part["fps"] = json!(fps);
         }
-        if let Some(m) = media.max_pixels {
-            part["max_pixels"] = json!(m);
-            part["min_pixels"] = json!(m.min(nuri_encoders::image::DEFAULT_MIN_PIXELS));
+        if let Some(n) = media.nframes {
+            part["nframes"] = json!(n);
         }
         parts.push(part);
     }
-    parts.push(json!({"type": "text", "text": text}));
+    if !text.is_empty() {
+        parts.push(json!({"type": "text", "text": text}));
+    }
     json!({"role": "user", "content": parts})
 }
 

@@ -137,33 +137,7 @@ enum Command {
     /// Run the input pipeline as the model sees it: resized sizes, sampled video frames,
     /// patch grids and visual token counts; with --model's tokenizer, the rendered prompt and
     /// its token ids.
-    Preprocess {
-        /// PNG, JPEG, WebP, GIF (first frame) or BMP file (repeatable).
-        #[arg(long)]
-        image: Vec<PathBuf>,
-        /// Animated GIF/APNG/WebP, a folder of numbered frames, or (with the `ffmpeg`
-        /// feature) any video file (repeatable).
-        #[arg(long)]
-        video: Vec<PathBuf>,
-        /// A question; tokenized with the chat template when --model has a tokenizer.json.
-        #[arg(long)]
-        prompt: Option<String>,
-        /// A checkpoint directory whose tokenizer, chat template and processor configs to use.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Lower bound on resized pixels (per image / per video frame).
-        #[arg(long)]
-        min_pixels: Option<usize>,
-        /// Upper bound on resized pixels (per image / per video frame).
-        #[arg(long)]
-        max_pixels: Option<usize>,
-        /// Frames per second to sample from videos (default 2).
-        #[arg(long, conflicts_with = "nframes")]
-        fps: Option<f64>,
-        /// A fixed number of frames to sample from videos.
-        #[arg(long)]
-        nframes: Option<usize>,
-    },
+    Preprocess(nuri::preprocess::PreprocessArgs),
     /// Train (or fine-tune) a model from a run config (TOML or JSON); see the README.
     Train {
         /// The run config (`.toml` or `.json`).
@@ -329,29 +303,11 @@ fn main() -> Result<()> {
                 );
             }
         }
-        Command::Preprocess {
-            image,
-            video,
-            prompt,
-            model,
-            min_pixels,
-            max_pixels,
-            fps,
-            nframes,
-        } => {
-            if image.is_empty() && video.is_empty() && prompt.is_none() {
+        Command::Preprocess(args) => {
+            if args.images.is_empty() && args.videos.is_empty() && args.prompt.is_none() {
                 bail!("give at least one of --image, --video or --prompt");
             }
-            nuri::preprocess::run(&nuri::preprocess::PreprocessArgs {
-                images: image,
-                videos: video,
-                prompt,
-                model,
-                min_pixels,
-                max_pixels,
-                fps,
-                nframes,
-            })?;
+            nuri::preprocess::run(&args)?;
         }
         Command::Train {
             config,
@@ -388,6 +344,7 @@ fn main() -> Result<()> {
                 videos: video,
                 fps,
                 max_pixels,
+                ..Default::default()
             };
             nuri::generate::run_generate(&loaded, &media, &prompt, sampling.params())?;
         }

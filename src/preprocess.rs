@@ -10,16 +10,33 @@ use nuri_encoders::video::{FrameSampling, VideoOptions, load_video};
 use nuri_infer::{PaddingSide, Processor};
 use serde_json::json;
 
-/// What to preprocess.
-#[derive(Debug, Clone, Default)]
+/// What to preprocess (the `nuri preprocess` flags).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct PreprocessArgs {
+    /// PNG, JPEG, WebP, GIF (first frame) or BMP file (repeatable).
+    #[arg(long = "image")]
     pub images: Vec<PathBuf>,
+    /// Animated GIF/APNG/WebP, a folder of numbered frames, or (with the `ffmpeg` feature)
+    /// any video file (repeatable).
+    #[arg(long = "video")]
     pub videos: Vec<PathBuf>,
+    /// A question; tokenized with the chat template when --model has a tokenizer.json.
+    #[arg(long)]
     pub prompt: Option<String>,
+    /// A checkpoint directory whose tokenizer, chat template and processor configs to use.
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Lower bound on resized pixels (per image / per video frame).
+    #[arg(long)]
     pub min_pixels: Option<usize>,
+    /// Upper bound on resized pixels (per image / per video frame).
+    #[arg(long)]
     pub max_pixels: Option<usize>,
+    /// Frames per second to sample from videos (default 2).
+    #[arg(long, conflicts_with = "nframes")]
     pub fps: Option<f64>,
+    /// A fixed number of frames to sample from videos.
+    #[arg(long)]
     pub nframes: Option<usize>,
 }
 
@@ -110,35 +127,16 @@ fn full(args: &PreprocessArgs, dir: &Path) -> Result<()> {
     let processor = Processor::from_dir(dir)
         .with_context(|| format!("loading the processor of {}", dir.display()))?
         .with_media_root(std::env::current_dir()?);
-    let mut parts = Vec::new();
-    let bounds = |part: &mut serde_json::Value| {
-        if let Some(v) = args.min_pixels {
-            part["min_pixels"] = json!(v);
-        }
-        if let Some(v) = args.max_pixels {
-            part["max_pixels"] = json!(v);
-        }
+    let media = crate::generate::TurnMedia {
+        images: args.images.clone(),
+        videos: args.videos.clone(),
+        fps: args.fps,
+        nframes: args.nframes,
+        min_pixels: args.min_pixels,
+        max_pixels: args.max_pixels,
     };
-    for image in &args.images {
-        let mut part = json!({"type": "image", "image": image});
-        bounds(&mut part);
-        parts.push(part);
-    }
-    for video in &args.videos {
-        let mut part = json!({"type": "video", "video": video});
-        bounds(&mut part);
-        if let Some(fps) = args.fps {
-            part["fps"] = json!(fps);
-        }
-        if let Some(n) = args.nframes {
-            part["nframes"] = json!(n);
-        }
-        parts.push(part);
-    }
-    if let Some(prompt) = &args.prompt {
-        parts.push(json!({"type": "text", "text": prompt}));
-    }
-    let messages = json!([{"role": "user", "content": parts}]);
+    let message = crate::generate::user_message(&media, args.prompt.as_deref().unwrap_or(""));
+    let messages = json!([message]);
     let text = processor.render(&messages, true)?;
     let out = processor.process(&[messages], true, PaddingSide::Left)?;
     println!("chat template     {}", processor.template.source());
