@@ -50,9 +50,40 @@ pub fn assistant_labels(ids: &[i64], prefix: &[i64], end: i64, last_only: bool) 
     labels
 }
 
+/// The tokens around an assistant turn in ChatML: what opens it
+/// (`<|im_start|>assistant\n`) and the token that closes it (`<|im_end|>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnMarks {
+    pub prefix: Vec<i64>,
+    pub end: i64,
+}
+
+impl TurnMarks {
+    /// The marks in `processor`'s tokenizer, once per run.
+    pub fn of(processor: &Processor) -> Result<Self, crate::TrainError> {
+        let tokenizer = &processor.tokenizer;
+        let prefix = tokenizer
+            .encode("<|im_start|>assistant\n")?
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let end = tokenizer
+            .tokenizer
+            .token_to_id("<|im_end|>")
+            .map(i64::from)
+            .ok_or_else(|| {
+                crate::TrainError::Model(
+                    "the tokenizer has no <|im_end|>, which marks where an answer ends".into(),
+                )
+            })?;
+        Ok(Self { prefix, end })
+    }
+}
+
 /// Processes one sample for training.
 pub fn encode(
     processor: &Processor,
+    marks: &TurnMarks,
     sample: &Sample,
     last_only: bool,
 ) -> Result<Encoded, BadSample> {
@@ -67,19 +98,7 @@ pub fn encode(
             PaddingSide::Right,
         )
         .map_err(|e| bad(e.to_string()))?;
-    let tokenizer = &processor.tokenizer;
-    let prefix: Vec<i64> = tokenizer
-        .encode("<|im_start|>assistant\n")
-        .map_err(|e| bad(e.to_string()))?
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    let end = tokenizer
-        .tokenizer
-        .token_to_id("<|im_end|>")
-        .map(i64::from)
-        .ok_or_else(|| bad("the tokenizer has no <|im_end|>".into()))?;
-    let labels = assistant_labels(&out.input_ids, &prefix, end, last_only);
+    let labels = assistant_labels(&out.input_ids, &marks.prefix, marks.end, last_only);
     if labels.iter().all(|&l| l == IGNORE) {
         return Err(bad("no assistant tokens after the chat template".into()));
     }
@@ -162,6 +181,7 @@ pub struct Loaded {
 /// Prepares planned batches on `workers` threads, in order, at most two ahead.
 pub fn spawn_loader(
     processor: Arc<Processor>,
+    marks: TurnMarks,
     samples: Arc<Vec<Sample>>,
     plan: Vec<Vec<usize>>,
     start: usize,
@@ -177,10 +197,10 @@ pub fn spawn_loader(
                 let handles: Vec<_> = batch
                     .chunks(chunk.max(1))
                     .map(|ids| {
-                        let (processor, samples) = (&processor, &samples);
+                        let (processor, marks, samples) = (&processor, &marks, &samples);
                         scope.spawn(move || {
                             ids.iter()
-                                .map(|&i| encode(processor, &samples[i], last_only))
+                                .map(|&i| encode(processor, marks, &samples[i], last_only))
                                 .collect::<Vec<_>>()
                         })
                     })

@@ -7,7 +7,7 @@ use nuri_infer::Processor;
 use nuri_model::NuriModel;
 
 use crate::TrainError;
-use crate::collate::encode;
+use crate::collate::{TurnMarks, encode};
 use crate::config::TrainConfig;
 use crate::data::Sample;
 use crate::trainer::batch_loss;
@@ -30,6 +30,7 @@ const EM_SLACK_TOKENS: usize = 4;
 pub fn validate(
     model: &NuriModel,
     processor: &Processor,
+    marks: &TurnMarks,
     samples: &[Sample],
     config: &TrainConfig,
     device: &Device,
@@ -43,7 +44,7 @@ pub fn validate(
     for chunk in samples.chunks(config.batch_size).take(max_batches) {
         let items: Vec<_> = chunk
             .iter()
-            .filter_map(|s| encode(processor, s, config.data.last_turn_only).ok())
+            .filter_map(|s| encode(processor, marks, s, config.data.last_turn_only).ok())
             .collect();
         if items.is_empty() {
             continue;

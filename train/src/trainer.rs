@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::TrainError;
 use crate::checkpoint::{self, TrainState};
-use crate::collate::{Batch, IGNORE, collate, shard, spawn_loader};
+use crate::collate::{Batch, IGNORE, TurnMarks, collate, shard, spawn_loader};
 use crate::config::{BadSamplePolicy, TrainConfig};
 use crate::data::{BadSample, epoch_plan, load_jsonl};
 use crate::eval::validate;
@@ -302,6 +302,7 @@ pub fn train(
     };
     let lengths: Vec<usize> = samples.iter().map(|s| s.length_hint).collect();
     let samples = Arc::new(samples);
+    let marks = TurnMarks::of(&processor)?;
     let processor = Arc::new(processor);
     let plan_for = |epoch: u64| {
         epoch_plan(
@@ -315,6 +316,7 @@ pub fn train(
     let loader = |epoch: u64, start: usize| {
         spawn_loader(
             processor.clone(),
+            marks.clone(),
             samples.clone(),
             plan_for(epoch),
             start,
@@ -488,7 +490,7 @@ pub fn train(
         });
         if config.eval_every > 0
             && (state.step.is_multiple_of(config.eval_every) || state.step == config.steps)
-            && let Some(v) = validate(&model, &processor, &val, config, &device, 8)?
+            && let Some(v) = validate(&model, &processor, &marks, &val, config, &device, 8)?
         {
             record["val_loss"] = json!(v.loss);
             record["val_exact_match"] = json!(v.exact_match);
