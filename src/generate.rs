@@ -200,16 +200,27 @@ pub fn run_chat(loaded: &Loaded, params: SamplingParams, media_template: &TurnMe
     Ok(())
 }
 
-/// Exact-match accuracy of greedy answers over a QA JSONL file (the training format), per
-/// category (`category_field` of each line) and overall; writes a JSON report.
-pub fn run_eval(
+/// One question of a QA file, answered.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// `file:line`.
+    pub origin: String,
+    /// The whole JSONL line (its metadata fields: family, lang, ...).
+    pub record: Json,
+    pub expected: String,
+    pub got: String,
+    pub correct: bool,
+}
+
+/// Greedy answers to the last question of every conversation in a QA JSONL file (the
+/// training format), `batch_size` at a time, compared with the reference answer (trimmed,
+/// exact). Unusable lines are reported on stderr and skipped.
+pub fn score_file(
     loaded: &Loaded,
     file: &Path,
-    category_field: &str,
     batch_size: usize,
     max_new_tokens: usize,
-    report: Option<&Path>,
-) -> Result<()> {
+) -> Result<Vec<Scored>> {
     let (samples, bad) = nuri_train::data::load_jsonl(file, None, false)?;
     for b in &bad {
         eprintln!("skipped {b}");
@@ -217,9 +228,8 @@ pub fn run_eval(
     if samples.is_empty() {
         bail!("{}: no usable samples", file.display());
     }
-    let categories = read_field(file, category_field)?;
-    let mut per: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let mut examples = Vec::new();
+    let records = read_lines(file)?;
+    let mut scored = Vec::new();
     for chunk in samples.chunks(batch_size.max(1)) {
         let mut requests = Vec::new();
         let mut wanted = Vec::new();
@@ -240,11 +250,8 @@ pub fn run_eval(
                 .next()
                 .and_then(|l| l.parse::<usize>().ok())
                 .unwrap_or(0);
-            let category = categories
-                .get(&line)
-                .cloned()
-                .unwrap_or_else(|| "all".into());
-            wanted.push((answer, category, sample.origin.clone()));
+            let record = records.get(&line).cloned().unwrap_or(Json::Null);
+            wanted.push((answer, record, sample.origin.clone()));
         }
         let out = generate(
             &loaded.model,
@@ -253,14 +260,44 @@ pub fn run_eval(
             &loaded.device,
             &mut |_, _| {},
         )?;
-        for (g, (answer, category, origin)) in out.iter().zip(wanted) {
-            let ok = g.text.trim() == answer;
-            let entry = per.entry(category.clone()).or_default();
-            entry.0 += usize::from(ok);
-            entry.1 += 1;
-            if examples.len() < 20 {
-                examples.push(json!({"origin": origin, "category": category, "expected": answer, "got": g.text.trim(), "correct": ok}));
-            }
+        for (g, (expected, record, origin)) in out.iter().zip(wanted) {
+            let got = g.text.trim().to_string();
+            scored.push(Scored {
+                correct: got == expected,
+                origin,
+                record,
+                expected,
+                got,
+            });
+        }
+    }
+    Ok(scored)
+}
+
+/// Exact-match accuracy of greedy answers over a QA JSONL file (the training format), per
+/// category (`category_field` of each line) and overall; writes a JSON report.
+pub fn run_eval(
+    loaded: &Loaded,
+    file: &Path,
+    category_field: &str,
+    batch_size: usize,
+    max_new_tokens: usize,
+    report: Option<&Path>,
+) -> Result<()> {
+    let scored = score_file(loaded, file, batch_size, max_new_tokens)?;
+    let mut per: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut examples = Vec::new();
+    for s in &scored {
+        let category = match s.record.get(category_field) {
+            Some(Json::String(c)) => c.clone(),
+            Some(other) => other.to_string(),
+            None => "all".into(),
+        };
+        let entry = per.entry(category.clone()).or_default();
+        entry.0 += usize::from(s.correct);
+        entry.1 += 1;
+        if examples.len() < 20 {
+            examples.push(json!({"origin": s.origin, "category": category, "expected": s.expected, "got": s.got, "correct": s.correct}));
         }
     }
     let (right, total) = per.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
@@ -291,20 +328,13 @@ pub fn run_eval(
     Ok(())
 }
 
-/// `field` of each JSONL line, by 1-based line number.
-fn read_field(file: &Path, field: &str) -> Result<BTreeMap<usize, String>> {
+/// Each JSONL line that parses, by 1-based line number.
+fn read_lines(file: &Path) -> Result<BTreeMap<usize, Json>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     Ok(text
         .lines()
         .enumerate()
-        .filter_map(|(i, l)| {
-            let v: Json = serde_json::from_str(l).ok()?;
-            let c = match v.get(field)? {
-                Json::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            Some((i + 1, c))
-        })
+        .filter_map(|(i, l)| Some((i + 1, serde_json::from_str(l).ok()?)))
         .collect())
 }

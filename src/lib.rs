@@ -4,5 +4,8 @@ pub mod check;
 pub mod device;
 pub mod generate;
 pub mod preprocess;
+pub mod quickstart;
+pub mod shapes;
+pub mod tokenizer_train;
 
 pub use device::{DeviceChoice, DeviceError};

@@ -240,6 +240,14 @@ enum Command {
         /// The run's out_dir.
         run: PathBuf,
     },
+    /// Make the shapes data, train a model from scratch on the CPU, evaluate it, answer.
+    Quickstart(nuri::quickstart::QuickstartOptions),
+    /// Generate a dataset.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Tokenizers.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
     /// Load a Hugging Face Qwen2-VL checkpoint directory (strictly: every tensor must match)
     /// and write it back out (config.json + model.safetensors), as transformers lays it out.
     Convert {
@@ -249,6 +257,46 @@ enum Command {
         /// Directory to write.
         #[arg(long)]
         to: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// The bilingual shapes dataset: PNG pictures and GIF clips of colored shapes with
+    /// English and Korean questions (train / val / test / compositional / reversed splits).
+    Shapes {
+        #[arg(long, default_value = "data/shapes")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// 1: one object per scene; 2: adds scenes of 1–3 objects and their families.
+        #[arg(long, default_value_t = 1)]
+        level: u8,
+        /// Training conversations.
+        #[arg(long, default_value_t = 8000)]
+        train: usize,
+        /// Validation scenes per family (each asked in both languages).
+        #[arg(long, default_value_t = 16)]
+        val: usize,
+        /// Test and compositional scenes per family (each asked in both languages).
+        #[arg(long, default_value_t = 100)]
+        test: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenizerCommand {
+    /// Learn a byte-level BPE tokenizer.json (with the chat template's special tokens) from
+    /// the text of JSONL conversations.
+    Train {
+        /// JSONL files of conversations (repeatable).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1024)]
+        vocab_size: usize,
+        /// Directory to write tokenizer.json, tokenizer_config.json and the chat template to.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -436,6 +484,45 @@ fn main() -> Result<()> {
         Command::Plot { run } => {
             let path = nuri_train::plot::plot_run(&run)?;
             println!("wrote {}", path.display());
+        }
+        Command::Quickstart(options) => {
+            nuri::quickstart::run(&options)?;
+        }
+        Command::Data(DataCommand::Shapes {
+            out,
+            seed,
+            level,
+            train,
+            val,
+            test,
+        }) => {
+            let options = nuri::shapes::ShapesOptions {
+                out: out.clone(),
+                seed,
+                level,
+                train,
+                val,
+                test,
+            };
+            let started = std::time::Instant::now();
+            let summary = nuri::shapes::generate(&options)?;
+            println!(
+                "wrote {} pictures and {} clips to {} in {:.1} s",
+                summary.pictures,
+                summary.clips,
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+            for (file, n) in &summary.lines {
+                println!("  {file:<20} {n:>6} lines");
+            }
+        }
+        Command::Tokenizer(TokenizerCommand::Train {
+            data,
+            vocab_size,
+            out,
+        }) => {
+            nuri::tokenizer_train::run(&data, vocab_size, &out)?;
         }
         Command::Convert { from, to } => {
             let (config, model) = load_pretrained(&from, &Device::flex(), DType::F32)

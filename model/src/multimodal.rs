@@ -57,6 +57,44 @@ impl NuriConfig {
         Self::new(text, VisionConfig::tiny(), 252, 253, 250, 251)
     }
 
+    /// The quickstart's model (about 1M parameters before the vocabulary): a 4-layer,
+    /// 128-wide language model over a 2-block, 64-wide ViT with 8-pixel patches (a 64×64
+    /// picture is 64 patches, 16 merged tokens). `rope_theta` is 10 (Qwen2-VL's is 10⁶):
+    /// with 16 rotary frequencies split 4/6/6, M-RoPE gives the width stream the lowest
+    /// frequencies, which at 10⁶ barely turn over a 4-token-wide picture, so the language
+    /// model could not tell left from right. Vocabulary size and special ids come from the
+    /// tokenizer (`Processor::fit_config`).
+    pub fn quickstart() -> Self {
+        let text = TextConfig::new(1024, 128, 384, 4, 4, 2, vec![4, 6, 6])
+            .with_rope_theta(10.0)
+            .with_tie_word_embeddings(true)
+            .with_max_position_embeddings(4096);
+        let vision = VisionConfig::new(2, 64, 4, 2, 128).with_patch_size(8);
+        Self::new(text, vision, 1022, 1023, 1020, 1021)
+    }
+
+    /// A ~100M-parameter model for benchmarks: a 12-layer, 768-wide language model (32k
+    /// vocabulary, tied) over a 12-block, 384-wide ViT with Qwen2-VL's 14-pixel patches.
+    pub fn small_100m() -> Self {
+        let text = TextConfig::new(32_000, 768, 2048, 12, 12, 4, vec![8, 12, 12])
+            .with_tie_word_embeddings(true);
+        let vision = VisionConfig::new(12, 384, 6, 4, 768);
+        Self::new(text, vision, 31_998, 31_999, 31_996, 31_997)
+    }
+
+    /// Our presets by name: `tiny`, `quickstart`, `small-100m`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "quickstart" => Some(Self::quickstart()),
+            "small-100m" => Some(Self::small_100m()),
+            _ => None,
+        }
+    }
+
+    /// The names `preset` knows.
+    pub const PRESETS: [&'static str; 3] = ["tiny", "quickstart", "small-100m"];
+
     /// Qwen2-VL-2B-Instruct (its `config.json`).
     pub fn qwen2_vl_2b() -> Self {
         Self::new(

@@ -34,6 +34,9 @@ pub struct TrainState {
     pub tokens_seen: u64,
     /// Bad samples met so far.
     pub bad_samples: u64,
+    /// Seconds spent training so far (for `max_minutes`).
+    #[serde(default)]
+    pub train_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -200,6 +200,12 @@ pub struct TrainConfig {
     /// `fp32` or `bf16` (mixed precision).
     #[serde(default)]
     pub precision: Precision,
+    /// A time budget: the run ends (checkpointed and exported) at the first step after this
+    /// many minutes of training (validation included; a resumed run counts its earlier
+    /// time), or at `steps`, whichever comes first. The schedule follows whichever of the
+    /// two is further along, so a timed run still warms up and decays fully.
+    #[serde(default)]
+    pub max_minutes: Option<f64>,
 }
 
 fn default_seed() -> u64 {
@@ -256,6 +262,13 @@ impl TrainConfig {
         }
         if m.preset.is_some() && m.tokenizer.is_none() {
             return Err("model.tokenizer: a preset needs a tokenizer directory".into());
+        }
+        if let Some(m) = self.max_minutes
+            && !(m.is_finite() && m > 0.0)
+        {
+            return Err(format!(
+                "max_minutes: must be a positive number of minutes, got {m}"
+            ));
         }
         for (name, v) in [
             ("steps", self.steps),

@@ -82,7 +82,12 @@ pub fn lr_factor(step: usize, total: usize, warmup: usize, min_ratio: f64) -> f6
         return (step + 1) as f64 / warmup as f64;
     }
     let span = total.saturating_sub(warmup).max(1);
-    let progress = ((step - warmup) as f64 / span as f64).min(1.0);
+    cosine((step - warmup) as f64 / span as f64, min_ratio)
+}
+
+/// The cosine part of the schedule at `progress` (0 → 1, clamped) of the decay.
+pub fn cosine(progress: f64, min_ratio: f64) -> f64 {
+    let progress = progress.clamp(0.0, 1.0);
     min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 

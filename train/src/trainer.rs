@@ -22,7 +22,7 @@ use crate::collate::{Batch, IGNORE, TurnMarks, collate, shard, spawn_loader};
 use crate::config::{BadSamplePolicy, TrainConfig};
 use crate::data::{BadSample, epoch_plan, load_jsonl};
 use crate::eval::validate;
-use crate::optim::{GROUPS, Group, clip_global_norm, group_params, lr_factor};
+use crate::optim::{GROUPS, Group, clip_global_norm, cosine, group_params, lr_factor};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -82,15 +82,29 @@ pub fn build(
     let preset = source.preset.as_deref().expect("validated");
     let dir = source.tokenizer.as_ref().expect("validated");
     let processor = Processor::from_dir(dir)?;
-    let nuri = match preset {
-        "tiny" => NuriConfig::tiny(),
-        other => {
-            return Err(TrainError::Model(format!(
-                "unknown preset `{other}` (known: tiny)"
-            )));
-        }
+    let Some(nuri) = NuriConfig::preset(preset) else {
+        return Err(TrainError::Model(format!(
+            "unknown preset `{preset}` (known: {})",
+            NuriConfig::PRESETS.join(", ")
+        )));
     };
     let nuri = processor.fit_config(nuri);
+    // The processor cuts pictures into the patches the model embeds.
+    let (p, v) = (&processor.image, &nuri.vision);
+    if (p.patch_size, p.merge_size, p.temporal_patch_size)
+        != (v.patch_size, v.spatial_merge_size, v.temporal_patch_size)
+    {
+        return Err(TrainError::Model(format!(
+            "preset `{preset}` has patch {} / merge {} / temporal {}, but the processor in {} cuts patch {} / merge {} / temporal {} (set them in its preprocessor_config.json)",
+            v.patch_size,
+            v.spatial_merge_size,
+            v.temporal_patch_size,
+            dir.display(),
+            p.patch_size,
+            p.merge_size,
+            p.temporal_patch_size
+        )));
+    }
     let model = NuriModel::new(&nuri, device).map_err(|e| TrainError::Model(e.to_string()))?;
     Ok((processor, model, nuri))
 }
@@ -252,6 +266,7 @@ pub fn train(
         samples_seen: 0,
         tokens_seen: 0,
         bad_samples: 0,
+        train_seconds: 0.0,
     };
     let mut resumed_from = None;
     if resume && !checkpoint::list(&ckpt_dir).is_empty() {
@@ -342,7 +357,10 @@ pub fn train(
     let start_tokens = state.tokens_seen;
     let (mut first_loss, mut last_loss) = (None, f64::NAN);
 
-    while state.step < config.steps {
+    let budget = config.max_minutes.map(|m| m * 60.0);
+    let seconds_before = state.train_seconds;
+    let out_of_time = |state: &TrainState| budget.is_some_and(|b| state.train_seconds >= b);
+    while state.step < config.steps && !out_of_time(&state) {
         let mut accumulators: Vec<GradientsAccumulator<NuriModel>> = model_groups
             .iter()
             .map(|_| GradientsAccumulator::new())
@@ -465,12 +483,19 @@ pub fn train(
                 loss: grad_norm,
             });
         }
-        let factor = lr_factor(
+        let mut factor = lr_factor(
             state.step,
             config.steps,
             config.optim.warmup_steps,
             config.optim.min_lr_ratio,
         );
+        if let Some(b) = budget
+            && state.step >= config.optim.warmup_steps
+        {
+            // Timed: the decay also follows the share of the budget spent.
+            let by_time = cosine(state.train_seconds / b, config.optim.min_lr_ratio);
+            factor = factor.min(by_time);
+        }
         for ((group, _), grads) in model_groups.iter().zip(group_grads) {
             model = optim.step(group.peak_lr(&config.optim) * factor, model, grads);
         }
@@ -480,16 +505,22 @@ pub fn train(
         last_loss = step_loss;
 
         let elapsed = started.elapsed().as_secs_f64();
+        state.train_seconds = seconds_before + elapsed;
         let tokens_per_s = (state.tokens_seen - start_tokens) as f64 / elapsed.max(1e-9);
         let done = state.step - start_step;
-        let eta = elapsed / done as f64 * (config.steps - state.step) as f64;
+        let mut eta = elapsed / done as f64 * (config.steps - state.step) as f64;
+        if let Some(b) = budget {
+            eta = eta.min((b - state.train_seconds).max(0.0));
+        }
+        let last = state.step == config.steps || out_of_time(&state);
         let lr = config.optim.lr * factor;
         let mut record = json!({
             "step": state.step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": tokens_per_s, "epoch": state.epoch, "samples": state.samples_seen,
+            "seconds": state.train_seconds,
         });
         if config.eval_every > 0
-            && (state.step.is_multiple_of(config.eval_every) || state.step == config.steps)
+            && (state.step.is_multiple_of(config.eval_every) || last)
             && let Some(v) = validate(&model, &processor, &marks, &val, config, &device, 8)?
         {
             record["val_loss"] = json!(v.loss);
@@ -506,16 +537,22 @@ pub fn train(
             path: metrics_path.clone(),
             source,
         })?;
+        let progress = match budget {
+            Some(b) => format!(
+                "step {} ({:.0}/{:.0} s)",
+                state.step, state.train_seconds, b
+            ),
+            None => format!("step {}/{}", state.step, config.steps),
+        };
         let line = format!(
-            "step {}/{} loss {step_loss:.4} lr {lr:.2e} |g| {grad_norm:.3} {tokens_per_s:.0} tok/s ETA {eta:.0}s",
-            state.step, config.steps
+            "{progress} loss {step_loss:.4} lr {lr:.2e} |g| {grad_norm:.3} {tokens_per_s:.0} tok/s ETA {eta:.0}s"
         );
         if tty {
             eprint!("\r{line}  ");
-        } else if state.step.is_multiple_of(10) || state.step == config.steps {
+        } else if state.step.is_multiple_of(10) || last {
             log(&line);
         }
-        if state.step.is_multiple_of(config.checkpoint_every) || state.step == config.steps {
+        if state.step.is_multiple_of(config.checkpoint_every) || last {
             let path = checkpoint::save(
                 &ckpt_dir,
                 &model,

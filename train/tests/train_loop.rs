@@ -46,6 +46,7 @@ fn config(out: &Path, steps: usize) -> TrainConfig {
         devices: 1,
         lora: None,
         precision: Default::default(),
+        max_minutes: None,
     }
 }
 

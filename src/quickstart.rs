@@ -1,0 +1,535 @@
+//! `nuri quickstart`: make the bilingual shapes dataset, learn a tokenizer from it, train the
+//! `quickstart` model from scratch on a time budget, evaluate it by greedy generation on the
+//! test, compositional and reversed-clip splits, and print what it learned.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::DType;
+use serde_json::{Value as Json, json};
+
+use crate::DeviceChoice;
+use crate::generate::{Scored, load, score_file};
+use crate::shapes::text::Family;
+use crate::shapes::{ShapesOptions, generate};
+use crate::tokenizer_train::{fertility, save_tokenizer_dir, texts_of, train_tokenizer};
+
+/// What the quickstart does (the defaults are the README's command).
+#[derive(clap::Args, Debug, Clone)]
+pub struct QuickstartOptions {
+    /// Where the data, tokenizer, run, model and report go.
+    #[arg(long, default_value = "runs/quickstart")]
+    pub out: PathBuf,
+    /// 1: one object per scene (color, shape, position, direction); 2: adds scenes of 1–3
+    /// objects (color of a named shape, count, which moved, which appeared first).
+    #[arg(long, default_value_t = 1)]
+    pub level: u8,
+    /// Training time budget in minutes (default: 8 at level 1, 40 at level 2); the run stops
+    /// at the first step after it.
+    #[arg(long)]
+    pub minutes: Option<f64>,
+    /// Stop after this many steps instead (if it comes before the time budget): the same
+    /// run on any machine.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Training conversations to generate (default: 6000 at level 1, 16000 at level 2).
+    #[arg(long)]
+    pub train: Option<usize>,
+    /// Test (and compositional) scenes per family, each asked in both languages.
+    #[arg(long, default_value_t = 100)]
+    pub test: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate of every group (AdamW). At 3e-3 the vision path stays at chance.
+    #[arg(long, default_value_t = 3e-4)]
+    pub lr: f64,
+    /// Validate every this many steps (the accuracy-over-time curve; 0: never).
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    #[arg(long, default_value_t = 768)]
+    pub vocab_size: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Evaluate on at most this many scenes per family and split (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub eval_limit: usize,
+}
+
+impl QuickstartOptions {
+    pub fn minutes(&self) -> f64 {
+        self.minutes
+            .unwrap_or(if self.level >= 2 { 40.0 } else { 8.0 })
+    }
+
+    pub fn train_conversations(&self) -> usize {
+        self.train
+            .unwrap_or(if self.level >= 2 { 16_000 } else { 6000 })
+    }
+}
+
+/// Exact-match results of one family in one language.
+#[derive(Debug, Clone, Default)]
+pub struct Cell {
+    pub right: usize,
+    pub total: usize,
+    chance_sum: f64,
+}
+
+impl Cell {
+    pub fn rate(&self) -> f64 {
+        self.right as f64 / self.total.max(1) as f64
+    }
+    pub fn chance(&self) -> f64 {
+        self.chance_sum / self.total.max(1) as f64
+    }
+}
+
+/// The quickstart's measurements.
+#[derive(Debug, Clone)]
+pub struct QuickstartReport {
+    /// (family, lang) → results, per split (`test`, `compositional`).
+    pub splits: BTreeMap<String, BTreeMap<(String, String), Cell>>,
+    /// Reversed clips: share answered with the reversed direction, and with the forward one.
+    pub reversed: Option<(f64, f64)>,
+    pub parameters: usize,
+    pub train_seconds: f64,
+    pub steps: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub model_dir: PathBuf,
+}
+
+/// `preprocessor_config.json` and `video_preprocessor_config.json` for the quickstart
+/// model: 8-pixel patches; a 64×64 picture or frame is kept at its size.
+fn write_processor_configs(dir: &Path, patch: usize) -> Result<()> {
+    let config = json!({
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "patch_size": patch,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+        "min_pixels": 32 * 32,
+        "max_pixels": 128 * 128,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+    });
+    for file in ["preprocessor_config.json", "video_preprocessor_config.json"] {
+        let path = dir.join(file);
+        std::fs::write(&path, serde_json::to_string_pretty(&config)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the whole quickstart, printing as it goes.
+pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
+    let minutes = o.minutes();
+    if minutes <= 0.0 || !minutes.is_finite() {
+        bail!("--minutes must be positive, got {minutes}");
+    }
+    let data = o.out.join("data");
+    let started = Instant::now();
+    let shapes = ShapesOptions {
+        out: data.clone(),
+        seed: o.seed,
+        level: o.level,
+        train: o.train_conversations(),
+        val: 16,
+        test: o.test,
+    };
+    let summary = generate(&shapes)?;
+    println!(
+        "[1/4] data: {} pictures and {} clips of colored shapes, questions in English and Korean, in {} ({:.1} s)",
+        summary.pictures,
+        summary.clips,
+        data.display(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // The tokenizer learns from the training text only.
+    let tok_dir = o.out.join("tokenizer");
+    let texts = texts_of(&data.join("train.jsonl"))?;
+    let trained = train_tokenizer(&texts, o.vocab_size)?;
+    save_tokenizer_dir(&trained.tokenizer, &tok_dir)?;
+    let patch = nuri_model::NuriConfig::quickstart().vision.patch_size;
+    write_processor_configs(&tok_dir, patch)?;
+    let (ko, en) = fertility(&trained.tokenizer, &texts)?;
+    println!(
+        "[2/4] tokenizer: byte-level BPE, {} tokens; {ko:.2} tokens per Korean character, {en:.2} per English word",
+        trained.vocab_size
+    );
+
+    // Train.
+    let run_dir = o.out.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing the previous run {}", run_dir.display()))?;
+    }
+    let config: nuri_train::TrainConfig = serde_json::from_value(json!({
+        "out_dir": run_dir,
+        "seed": o.seed,
+        "steps": o.steps.unwrap_or(1_000_000),
+        "max_minutes": minutes,
+        "batch_size": o.batch_size,
+        "checkpoint_every": 500,
+        "keep_checkpoints": 1,
+        "eval_every": o.eval_every,
+        "device": o.device.to_string(),
+        "model": {"preset": "quickstart", "tokenizer": tok_dir},
+        "data": {
+            "train": data.join("train.jsonl"),
+            "val": data.join("val.jsonl"),
+            "workers": 1,
+            "bucket_batches": 4,
+        },
+        "optim": {
+            "lr": o.lr, "lr_vision": o.lr, "lr_merger": o.lr,
+            "weight_decay": 0.01, "warmup_steps": 30, "min_lr_ratio": 0.05,
+            "max_grad_norm": 1.0,
+        },
+    }))
+    .context("the quickstart's training config")?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("the quickstart's training config: {e}"))?;
+    let params = nuri_model::NuriModel::new(
+        &tokenizer_fitted_config(&tok_dir)?,
+        &burn::tensor::Device::flex(),
+    )?
+    .num_params();
+    println!(
+        "[3/4] training the `quickstart` model ({:.2}M parameters) from scratch on {} for {} min",
+        params as f64 / 1e6,
+        o.device,
+        minutes
+    );
+    let devices = o.device.devices(1)?;
+    let trained = nuri_train::train(&config, &devices, false, &mut |line| eprintln!("{line}"))?;
+    let state = read_seconds(&run_dir)?;
+    println!(
+        "      {} steps in {:.1} min: loss {:.3} -> {:.3}, {:.0} tokens/s",
+        trained.steps,
+        state / 60.0,
+        trained.first_loss,
+        trained.last_loss,
+        trained.tokens_per_second
+    );
+    print_curve(&run_dir)?;
+    let model_dir = o.out.join("model");
+    if model_dir.exists() {
+        std::fs::remove_dir_all(&model_dir)
+            .with_context(|| format!("removing {}", model_dir.display()))?;
+    }
+    std::fs::rename(&trained.final_dir, &model_dir).with_context(|| {
+        format!(
+            "moving {} to {}",
+            trained.final_dir.display(),
+            model_dir.display()
+        )
+    })?;
+
+    // Evaluate.
+    println!("[4/4] evaluating by greedy generation (exact match)");
+    let loaded = load(&model_dir, o.device.device()?, DType::F32)?;
+    let mut splits = BTreeMap::new();
+    let mut samples = Vec::new();
+    for split in ["test", "compositional"] {
+        let file = limited(&data, split, o.eval_limit)?;
+        let scored = score_file(&loaded, &file, 64, 12)?;
+        if split == "test" {
+            samples = pick_samples(&scored);
+        }
+        splits.insert(split.to_string(), tabulate(&scored));
+    }
+    let reversed = {
+        let file = limited(&data, "reversed", o.eval_limit)?;
+        let scored = score_file(&loaded, &file, 64, 12)?;
+        let n = scored.len().max(1) as f64;
+        let flipped = scored.iter().filter(|s| s.correct).count() as f64 / n;
+        let forward = scored
+            .iter()
+            .filter(|s| s.record.get("forward_answer").and_then(Json::as_str) == Some(&s.got))
+            .count() as f64
+            / n;
+        (!scored.is_empty()).then_some((flipped, forward))
+    };
+    let report = QuickstartReport {
+        splits,
+        reversed,
+        parameters: params,
+        train_seconds: state,
+        steps: trained.steps,
+        first_loss: trained.first_loss,
+        last_loss: trained.last_loss,
+        model_dir: model_dir.clone(),
+    };
+    print_report(&report, o.level);
+    println!("\nSample answers (test split):");
+    for s in &samples {
+        let q = s.record["conversations"][0]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .replace(['\n'], " ");
+        println!(
+            "  {} {q}\n      -> {} (expected {}){}",
+            s.record["lang"].as_str().unwrap_or("?"),
+            s.got,
+            s.expected,
+            if s.correct { "" } else { "  ✗" }
+        );
+    }
+    write_report(&report, &o.out.join("report.json"))?;
+    println!(
+        "\nThe model (Hugging Face layout): {}\nAsk it about a test picture:",
+        model_dir.display()
+    );
+    if let Some(s) = samples.iter().find(|s| s.record.get("image").is_some()) {
+        let image = data.join(s.record["image"].as_str().unwrap_or_default());
+        let q = s.record["conversations"][0]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("<image>\n");
+        println!(
+            "  cargo run --release -- generate --model {} --image {} \"{q}\"",
+            model_dir.display(),
+            image.display()
+        );
+    }
+    println!("Report: {}", o.out.join("report.json").display());
+    Ok(report)
+}
+
+/// The config the trainer will build for the quickstart preset with this tokenizer.
+fn tokenizer_fitted_config(dir: &Path) -> Result<nuri_model::NuriConfig> {
+    let processor = nuri_infer::Processor::from_dir(dir)?;
+    Ok(processor.fit_config(nuri_model::NuriConfig::quickstart()))
+}
+
+fn read_seconds(run_dir: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .with_context(|| format!("reading {}", run_dir.join("metrics.jsonl").display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+        .filter_map(|v| v.get("seconds").and_then(Json::as_f64))
+        .next_back()
+        .unwrap_or(0.0))
+}
+
+/// Validation exact match against training time, from the run's metrics.
+fn print_curve(run_dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .with_context(|| format!("reading {}", run_dir.join("metrics.jsonl").display()))?;
+    let points: Vec<(f64, usize, f64, f64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+        .filter_map(|v| {
+            Some((
+                v.get("seconds")?.as_f64()?,
+                v.get("step")?.as_u64()? as usize,
+                v.get("val_loss")?.as_f64()?,
+                v.get("val_exact_match")?.as_f64()?,
+            ))
+        })
+        .collect();
+    if points.is_empty() {
+        return Ok(());
+    }
+    println!("      validation as training goes (all families, both languages):");
+    println!(
+        "      {:>7} {:>6} {:>9} {:>12}",
+        "minutes", "step", "val loss", "exact match"
+    );
+    for (s, step, loss, em) in points {
+        let bar = "█".repeat((em * 30.0).round() as usize);
+        println!(
+            "      {:>7.1} {step:>6} {loss:>9.3} {:>11.1}% {bar}",
+            s / 60.0,
+            100.0 * em
+        );
+    }
+    Ok(())
+}
+
+/// `split.jsonl`, or a copy holding at most `limit` scenes per family (both languages).
+fn limited(data: &Path, split: &str, limit: usize) -> Result<PathBuf> {
+    let file = data.join(format!("{split}.jsonl"));
+    if limit == 0 {
+        return Ok(file);
+    }
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let v: Json = serde_json::from_str(l).unwrap_or(Json::Null);
+            let key = format!("{}/{}", v["family"], v["lang"]);
+            let n = seen.entry(key).or_default();
+            *n += 1;
+            *n <= limit
+        })
+        .collect();
+    let out = data.join(format!("{split}.first{limit}.jsonl"));
+    std::fs::write(&out, kept.join("\n") + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
+fn field(s: &Scored, name: &str) -> String {
+    s.record
+        .get(name)
+        .and_then(Json::as_str)
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn tabulate(scored: &[Scored]) -> BTreeMap<(String, String), Cell> {
+    let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
+    for s in scored {
+        let cell = cells
+            .entry((field(s, "family"), field(s, "lang")))
+            .or_default();
+        cell.right += usize::from(s.correct);
+        cell.total += 1;
+        cell.chance_sum += s.record.get("chance").and_then(Json::as_f64).unwrap_or(0.0);
+    }
+    cells
+}
+
+/// Two answers per language from different families, wrong ones included when there are.
+fn pick_samples(scored: &[Scored]) -> Vec<Scored> {
+    let mut out: Vec<Scored> = Vec::new();
+    for lang in ["en", "ko"] {
+        let mut families = Vec::new();
+        for s in scored.iter().filter(|s| field(s, "lang") == lang) {
+            let family = field(s, "family");
+            if !families.contains(&family) && families.len() < 3 {
+                families.push(family);
+                out.push(s.clone());
+            }
+        }
+        if let Some(wrong) = scored.iter().find(|s| {
+            field(s, "lang") == lang && !s.correct && !out.iter().any(|o| o.origin == s.origin)
+        }) {
+            out.push(wrong.clone());
+        }
+    }
+    out
+}
+
+fn family_order(name: &str) -> usize {
+    Family::from_name(name).map_or(99, |f| f as usize)
+}
+
+/// The table: per family and language, test and compositional exact match, chance; then the
+/// gaps the targets speak of.
+pub fn print_report(r: &QuickstartReport, level: u8) {
+    let empty = BTreeMap::new();
+    let test = r.splits.get("test").unwrap_or(&empty);
+    let comp = r.splits.get("compositional").unwrap_or(&empty);
+    let mut keys: Vec<&(String, String)> = test.keys().collect();
+    keys.sort_by_key(|(f, l)| (family_order(f), l.clone()));
+    println!(
+        "\nExact match by question family and language (level {level}; {} steps, {:.1} min of training, {:.2}M parameters):",
+        r.steps,
+        r.train_seconds / 60.0,
+        r.parameters as f64 / 1e6
+    );
+    println!(
+        "  {:<16} {:<4} {:>6} {:>8} {:>14} {:>8}",
+        "family", "lang", "n", "test", "compositional", "chance"
+    );
+    for key in keys {
+        let t = &test[key];
+        let c = comp
+            .get(key)
+            .map_or("-".to_string(), |c| format!("{:.1}%", 100.0 * c.rate()));
+        println!(
+            "  {:<16} {:<4} {:>6} {:>7.1}% {:>14} {:>7.1}%",
+            key.0,
+            key.1,
+            t.total,
+            100.0 * t.rate(),
+            c,
+            100.0 * t.chance()
+        );
+    }
+    // Gaps: Korean vs English, compositional vs test.
+    let mut families: Vec<&String> = test.keys().map(|(f, _)| f).collect();
+    families.dedup();
+    families.sort_by_key(|f| family_order(f));
+    families.dedup();
+    println!(
+        "\n  {:<16} {:>12} {:>20}",
+        "family", "ko − en", "compositional − test"
+    );
+    for f in families {
+        let rate = |m: &BTreeMap<(String, String), Cell>, l: &str| {
+            m.get(&(f.clone(), l.to_string())).map(Cell::rate)
+        };
+        let (en, ko) = (rate(test, "en"), rate(test, "ko"));
+        let both = |m: &BTreeMap<(String, String), Cell>| {
+            let cells: Vec<&Cell> = ["en", "ko"]
+                .iter()
+                .filter_map(|l| m.get(&(f.clone(), l.to_string())))
+                .collect();
+            let (r, n) = cells
+                .iter()
+                .fold((0, 0), |a, c| (a.0 + c.right, a.1 + c.total));
+            (n > 0).then(|| r as f64 / n as f64)
+        };
+        let gap = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:+.1} pts", 100.0 * (a - b)),
+            _ => "-".into(),
+        };
+        println!(
+            "  {:<16} {:>12} {:>20}",
+            f,
+            gap(ko, en),
+            gap(both(comp), both(test))
+        );
+    }
+    if let Some((flipped, forward)) = r.reversed {
+        println!(
+            "\n  Reversed clips (direction questions, frames played backwards): {:.1}% answered the reversed direction, {:.1}% the original one.",
+            100.0 * flipped,
+            100.0 * forward
+        );
+    }
+}
+
+fn write_report(r: &QuickstartReport, path: &Path) -> Result<()> {
+    let splits: serde_json::Map<String, Json> = r
+        .splits
+        .iter()
+        .map(|(split, cells)| {
+            let cells: serde_json::Map<String, Json> = cells
+                .iter()
+                .map(|((f, l), c)| {
+                    (
+                        format!("{f}/{l}"),
+                        json!({"n": c.total, "exact_match": c.rate(), "chance": c.chance()}),
+                    )
+                })
+                .collect();
+            (split.clone(), Json::Object(cells))
+        })
+        .collect();
+    let json = json!({
+        "parameters": r.parameters,
+        "train_seconds": r.train_seconds,
+        "steps": r.steps,
+        "first_loss": r.first_loss,
+        "last_loss": r.last_loss,
+        "splits": splits,
+        "reversed": r.reversed.map(|(a, b)| json!({"reversed_direction": a, "original_direction": b})),
+        "model": r.model_dir,
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))
+}

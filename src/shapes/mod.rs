@@ -1,0 +1,612 @@
+//! `nuri data shapes`: a seeded, bilingual (English/Korean) dataset of pictures and clips of
+//! colored shapes, with questions that need seeing (color, shape, count, position) and time
+//! (direction of motion, which object moved, which appeared first). Written as real PNG and
+//! GIF files plus JSON Lines in the training format (ShareGPT shape with `<image>`/`<video>`).
+//!
+//! Splits: `train.jsonl` (conversations of several questions about one picture or clip, one
+//! language each), `val.jsonl` and `test.jsonl` (one question per line, every question asked
+//! in both languages about the same scene), `compositional.jsonl` (the asked-about object's
+//! shape-and-color pair never occurs anywhere in training) and `reversed.jsonl` (the test
+//! clips of the direction family played backwards, expecting the opposite direction).
+
+pub mod scene;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nuri_train::data::SplitMix64;
+use serde_json::{Value as Json, json};
+
+use scene::{
+    CANVAS, Color, FRAMES, Kind, Object, RADII, Shape, Side, anywhere, clear_of, moving, on_side,
+    palette, pick, render, uniform,
+};
+use text::{Family, Lang, TEMPLATES, color_answer, count_answer, kind_words, question, shape_word};
+
+/// The shape-color pairs held out of training: one per color, every shape at least once.
+pub const HELD_OUT: [(Shape, Color); 6] = [
+    (Shape::Circle, Color::Red),
+    (Shape::Square, Color::Green),
+    (Shape::Triangle, Color::Blue),
+    (Shape::Diamond, Color::Yellow),
+    (Shape::Cross, Color::Purple),
+    (Shape::Circle, Color::Orange),
+];
+
+pub fn held_out(kind: Kind) -> bool {
+    HELD_OUT.contains(&(kind.shape, kind.color))
+}
+
+/// Frames per second of the clips (8 frames = 4 s: sampled at 2 fps, every frame is kept).
+pub const CLIP_FPS: u16 = 2;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct ShapesOptions {
+    pub out: PathBuf,
+    pub seed: u64,
+    /// 1: one object per scene (color, shape, position, direction). 2: adds scenes of 1–3
+    /// objects (color of a named shape, count, which moved, which appeared first); level-1
+    /// scenes stay in the training mix.
+    pub level: u8,
+    /// Training conversations (each 1–3 questions about one scene).
+    pub train: usize,
+    /// Scenes per family in the validation split (each asked in both languages).
+    pub val: usize,
+    /// Scenes per family in the test and compositional splits.
+    pub test: usize,
+}
+
+impl ShapesOptions {
+    pub fn families(&self) -> Vec<Family> {
+        let mut f = Family::LEVEL1.to_vec();
+        if self.level >= 2 {
+            f.extend(Family::LEVEL2);
+        }
+        f
+    }
+}
+
+/// The expected answer of a question.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    Color(Color),
+    Shape(Shape),
+    Side(Side, bool),
+    Count(usize),
+    Kind(Kind),
+}
+
+impl Answer {
+    fn text(self, lang: Lang) -> String {
+        match self {
+            Answer::Color(c) => color_answer(c, lang).into(),
+            Answer::Shape(s) => shape_word(s, lang).into(),
+            Answer::Side(s, moving) => text::side_answer(s, lang, moving).into(),
+            Answer::Count(n) => count_answer(n, lang),
+            Answer::Kind(k) => kind_words(k, lang),
+        }
+    }
+}
+
+/// One question about a scene, in neither language yet.
+#[derive(Debug, Clone, Copy)]
+struct Question {
+    family: Family,
+    about: Kind,
+    answer: Answer,
+    /// How many answers a guesser would choose among (for the chance level).
+    options: usize,
+}
+
+/// A picture (one frame) or a clip, and the questions it can answer.
+struct Scene {
+    objects: Vec<Object>,
+    frames: usize,
+    questions: Vec<Question>,
+}
+
+/// Draws kinds: in training never a held-out pair; for the compositional split the first
+/// (asked-about) object always is one.
+#[derive(Clone, Copy, PartialEq)]
+enum Pairs {
+    Seen,
+    HeldOut,
+}
+
+fn any_kind(rng: &mut SplitMix64, pairs: Pairs) -> Kind {
+    match pairs {
+        Pairs::HeldOut => {
+            let (shape, color) = pick(rng, &HELD_OUT);
+            Kind { shape, color }
+        }
+        Pairs::Seen => loop {
+            let k = Kind {
+                shape: pick(rng, &Shape::ALL),
+                color: pick(rng, &Color::ALL),
+            };
+            if !held_out(k) {
+                return k;
+            }
+        },
+    }
+}
+
+/// `n` kinds, all different in `distinct` (shape, or shape-and-color), the first drawn with
+/// `first`, the others never held out unless `first` is.
+fn kinds(
+    rng: &mut SplitMix64,
+    n: usize,
+    first: Pairs,
+    same: impl Fn(&Kind, &Kind) -> bool,
+) -> Vec<Kind> {
+    let mut out = vec![any_kind(rng, first)];
+    while out.len() < n {
+        let k = any_kind(rng, Pairs::Seen);
+        if !out.iter().any(|o| same(o, &k)) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// Places still objects at random where they keep clear of each other.
+fn place_still(rng: &mut SplitMix64, kinds: &[Kind], frames: usize) -> Option<Vec<Object>> {
+    let mut objects: Vec<Object> = Vec::new();
+    for &kind in kinds {
+        let radius = pick(rng, &RADII);
+        let mut placed = false;
+        for _ in 0..100 {
+            let at = anywhere(rng, radius);
+            let track = vec![Some(at); frames];
+            if clear_of(&objects, &track, radius) {
+                objects.push(Object {
+                    kind,
+                    radius,
+                    track,
+                });
+                placed = true;
+                break;
+            }
+        }
+        if !placed {
+            return None;
+        }
+    }
+    Some(objects)
+}
+
+fn scene_for(rng: &mut SplitMix64, family: Family, pairs: Pairs) -> Scene {
+    loop {
+        if let Some(s) = try_scene(rng, family, pairs) {
+            return s;
+        }
+    }
+}
+
+fn try_scene(rng: &mut SplitMix64, family: Family, pairs: Pairs) -> Option<Scene> {
+    let q = |family, about, answer, options| Question {
+        family,
+        about,
+        answer,
+        options,
+    };
+    Some(match family {
+        Family::Color | Family::Shape | Family::Position => {
+            let kind = any_kind(rng, pairs);
+            let side = pick(rng, &Side::ALL);
+            let radius = pick(rng, &RADII);
+            let at = on_side(rng, side, radius);
+            Scene {
+                objects: vec![Object::still(kind, radius, at, 1)],
+                frames: 1,
+                questions: vec![
+                    q(Family::Color, kind, Answer::Color(kind.color), 6),
+                    q(Family::Shape, kind, Answer::Shape(kind.shape), 5),
+                    q(Family::Position, kind, Answer::Side(side, false), 4),
+                ],
+            }
+        }
+        Family::Direction => {
+            let kind = any_kind(rng, pairs);
+            let side = pick(rng, &Side::ALL);
+            let radius = pick(rng, &RADII);
+            let distance = uniform(rng, 20.0, 30.0);
+            Scene {
+                objects: vec![Object {
+                    kind,
+                    radius,
+                    track: moving(rng, side, radius, distance, FRAMES),
+                }],
+                frames: FRAMES,
+                questions: vec![
+                    q(Family::Direction, kind, Answer::Side(side, true), 4),
+                    q(Family::Color, kind, Answer::Color(kind.color), 6),
+                    q(Family::Shape, kind, Answer::Shape(kind.shape), 5),
+                ],
+            }
+        }
+        Family::ColorOfShape => {
+            let n = 1 + rng.below(3);
+            let ks = kinds(rng, n, pairs, |a, b| a.shape == b.shape);
+            let objects = place_still(rng, &ks, 1)?;
+            let questions = ks
+                .iter()
+                .map(|&k| q(Family::ColorOfShape, k, Answer::Color(k.color), 6))
+                .collect();
+            Scene {
+                objects,
+                frames: 1,
+                questions,
+            }
+        }
+        Family::Count => {
+            let count = 1 + rng.below(3);
+            let target = any_kind(rng, pairs);
+            let distractors = rng.below(3 - count + 1);
+            let mut ks = vec![target; count];
+            ks.extend(kinds(rng, distractors + 1, Pairs::Seen, |a, b| a == b)[1..].iter());
+            // The distractors must differ from the target too.
+            if ks[count..].contains(&target) {
+                return None;
+            }
+            let objects = place_still(rng, &ks, 1)?;
+            Scene {
+                objects,
+                frames: 1,
+                questions: vec![q(Family::Count, target, Answer::Count(count), 3)],
+            }
+        }
+        Family::Moved => {
+            let n = 2 + rng.below(2);
+            let ks = kinds(rng, n, pairs, |a, b| a == b);
+            // The first kind moves (only it is held out in the compositional split); the
+            // objects are stored in a random order so that the mover is not always first.
+            let side = pick(rng, &Side::ALL);
+            let radius = pick(rng, &RADII);
+            let distance = uniform(rng, 18.0, 28.0);
+            let mover = Object {
+                kind: ks[0],
+                radius,
+                track: moving(rng, side, radius, distance, FRAMES),
+            };
+            let mut objects = place_still(rng, &ks[1..], FRAMES)?;
+            if !clear_of(&objects, &mover.track, radius) {
+                return None;
+            }
+            let at = rng.below(objects.len() + 1);
+            objects.insert(at, mover);
+            Scene {
+                objects,
+                frames: FRAMES,
+                questions: vec![q(Family::Moved, ks[0], Answer::Kind(ks[0]), n)],
+            }
+        }
+        Family::AppearedFirst => {
+            let n = 2 + rng.below(2);
+            let ks = kinds(rng, n, pairs, |a, b| a == b);
+            let mut objects = place_still(rng, &ks, FRAMES)?;
+            // Appearance frames on tubelet boundaries (pairs of frames), all different; the
+            // first kind appears first. Sometimes the first one leaves before the end.
+            let mut starts: Vec<usize> = vec![2, 4, 6];
+            rng.shuffle(&mut starts);
+            let mut starts = starts[..n - 1].to_vec();
+            starts.sort();
+            let first = 2 * rng.below(starts[0] / 2);
+            let leaves = (rng.below(3) == 0).then(|| first + 4 + 2 * rng.below(2));
+            for (i, o) in objects.iter_mut().enumerate() {
+                let from = if i == 0 { first } else { starts[i - 1] };
+                for (f, at) in o.track.iter_mut().enumerate() {
+                    let gone = i == 0 && leaves.is_some_and(|l| f >= l);
+                    if f < from || gone {
+                        *at = None;
+                    }
+                }
+            }
+            // Drawing order is random too.
+            rng.shuffle(&mut objects);
+            Scene {
+                objects,
+                frames: FRAMES,
+                questions: vec![q(Family::AppearedFirst, ks[0], Answer::Kind(ks[0]), n)],
+            }
+        }
+    })
+}
+
+/// Writes the scene's picture (PNG) or clip (GIF, `CLIP_FPS`), frames reversed if asked.
+fn write_media(scene: &Scene, path: &Path, reversed: bool) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if scene.frames == 1 {
+        return render(&scene.objects, 0)
+            .save(path)
+            .with_context(|| format!("writing {}", path.display()));
+    }
+    let palette = palette();
+    let lookup: BTreeMap<[u8; 3], u8> = palette
+        .chunks(3)
+        .enumerate()
+        .map(|(i, c)| ([c[0], c[1], c[2]], i as u8))
+        .collect();
+    let file = File::create(path).with_context(|| format!("writing {}", path.display()))?;
+    let side = CANVAS as u16;
+    let mut encoder = gif::Encoder::new(BufWriter::new(file), side, side, &palette)
+        .with_context(|| format!("writing {}", path.display()))?;
+    encoder.set_repeat(gif::Repeat::Infinite)?;
+    let order: Vec<usize> = if reversed {
+        (0..scene.frames).rev().collect()
+    } else {
+        (0..scene.frames).collect()
+    };
+    for f in order {
+        let img = render(&scene.objects, f);
+        let indices: Vec<u8> = img.pixels().map(|p| lookup[&p.0]).collect();
+        let frame = gif::Frame {
+            width: side,
+            height: side,
+            delay: 100 / CLIP_FPS,
+            buffer: std::borrow::Cow::Owned(indices),
+            ..Default::default()
+        };
+        encoder
+            .write_frame(&frame)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A JSONL line in the training format.
+fn line(
+    id: &str,
+    media: &str,
+    video: bool,
+    turns: &[(String, String)],
+    meta: serde_json::Map<String, Json>,
+) -> Json {
+    let tag = if video { "<video>" } else { "<image>" };
+    let mut conversations = Vec::new();
+    for (i, (q, a)) in turns.iter().enumerate() {
+        let value = if i == 0 {
+            format!("{tag}\n{q}")
+        } else {
+            q.clone()
+        };
+        conversations.push(json!({"from": "human", "value": value}));
+        conversations.push(json!({"from": "gpt", "value": a}));
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("id".into(), json!(id));
+    out.insert((if video { "video" } else { "image" }).into(), json!(media));
+    out.extend(meta);
+    out.insert("conversations".into(), Json::Array(conversations));
+    Json::Object(out)
+}
+
+/// What was written.
+#[derive(Debug, Clone, Default)]
+pub struct ShapesSummary {
+    /// Lines per file name.
+    pub lines: BTreeMap<String, usize>,
+    pub pictures: usize,
+    pub clips: usize,
+}
+
+fn writer(path: &Path) -> Result<BufWriter<File>> {
+    Ok(BufWriter::new(
+        File::create(path).with_context(|| format!("writing {}", path.display()))?,
+    ))
+}
+
+/// Generates the dataset into `options.out`.
+pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
+    if !(1..=2).contains(&options.level) {
+        bail!("--level must be 1 or 2, got {}", options.level);
+    }
+    let out = &options.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let families = options.families();
+    let mut summary = ShapesSummary::default();
+    let count_media = |scene: &Scene, summary: &mut ShapesSummary| {
+        if scene.frames == 1 {
+            summary.pictures += 1;
+        } else {
+            summary.clips += 1;
+        }
+    };
+
+    // Training: conversations of up to 3 questions about one scene, in one language.
+    let mut rng = SplitMix64(options.seed ^ 0x7472_6169_6e00);
+    let mut w = writer(&out.join("train.jsonl"))?;
+    for i in 0..options.train {
+        // Level 2 keeps a quarter of level-1 scenes in the mix.
+        let family = if options.level >= 2 && rng.below(4) != 0 {
+            pick(&mut rng, &Family::LEVEL2)
+        } else {
+            // Pictures answer three families, clips one: 60% pictures.
+            if rng.below(5) < 3 {
+                pick(&mut rng, &Family::LEVEL1[..3])
+            } else {
+                Family::Direction
+            }
+        };
+        let scene = scene_for(&mut rng, family, Pairs::Seen);
+        let lang = pick(&mut rng, &Lang::ALL);
+        let mut questions = scene.questions.clone();
+        rng.shuffle(&mut questions);
+        questions.truncate(3);
+        let turns: Vec<(String, String)> = questions
+            .iter()
+            .map(|q| {
+                (
+                    question(q.family, lang, q.about, rng.below(TEMPLATES)),
+                    q.answer.text(lang),
+                )
+            })
+            .collect();
+        let video = scene.frames > 1;
+        let media = format!("media/train/{i:06}.{}", if video { "gif" } else { "png" });
+        write_media(&scene, &out.join(&media), false)?;
+        count_media(&scene, &mut summary);
+        let mut meta = serde_json::Map::new();
+        meta.insert("lang".into(), json!(lang.code()));
+        meta.insert(
+            "families".into(),
+            json!(
+                questions
+                    .iter()
+                    .map(|q| q.family.name())
+                    .collect::<Vec<_>>()
+            ),
+        );
+        let record = line(&format!("train-{i:06}"), &media, video, &turns, meta);
+        writeln!(w, "{record}")?;
+    }
+    w.flush()?;
+    summary.lines.insert("train.jsonl".into(), options.train);
+
+    // Evaluation splits: per family, `n` scenes, the family's question asked in both
+    // languages (phrasings drawn independently).
+    let eval_splits: [(&str, usize, Pairs, u64); 3] = [
+        ("val", options.val, Pairs::Seen, 0x7661_6c00),
+        ("test", options.test, Pairs::Seen, 0x7465_7374),
+        ("compositional", options.test, Pairs::HeldOut, 0x636f_6d70),
+    ];
+    for (split, n, pairs, salt) in eval_splits {
+        let mut rng = SplitMix64(options.seed ^ salt);
+        let mut w = writer(&out.join(format!("{split}.jsonl")))?;
+        // Validation during training reads the first batches only: its lines are shuffled
+        // so that every family is in them.
+        let mut held: Vec<Json> = Vec::new();
+        let mut reversed = (split == "test")
+            .then(|| writer(&out.join("reversed.jsonl")))
+            .transpose()?;
+        let mut lines = 0;
+        for &family in &families {
+            for i in 0..n {
+                let scene = scene_for(&mut rng, family, pairs);
+                let q = *scene
+                    .questions
+                    .iter()
+                    .find(|q| q.family == family)
+                    .expect("a scene answers its own family");
+                let video = scene.frames > 1;
+                let stem = format!("{}-{i:04}", family.name());
+                let ext = if video { "gif" } else { "png" };
+                let media = format!("media/{split}/{stem}.{ext}");
+                write_media(&scene, &out.join(&media), false)?;
+                count_media(&scene, &mut summary);
+                for lang in Lang::ALL {
+                    let asked = question(family, lang, q.about, rng.below(TEMPLATES));
+                    let meta = |answer: Answer| {
+                        let mut m = serde_json::Map::new();
+                        m.insert("family".into(), json!(family.name()));
+                        m.insert("lang".into(), json!(lang.code()));
+                        m.insert("level".into(), json!(family.level()));
+                        m.insert("chance".into(), json!(1.0 / q.options as f64));
+                        m.insert("answer".into(), json!(answer.text(lang)));
+                        m
+                    };
+                    let turns = [(asked.clone(), q.answer.text(lang))];
+                    let id = format!("{split}-{stem}-{}", lang.code());
+                    let record = line(&id, &media, video, &turns, meta(q.answer));
+                    if split == "val" {
+                        held.push(record);
+                    } else {
+                        writeln!(w, "{record}")?;
+                    }
+                    lines += 1;
+                    if let (Some(rw), Answer::Side(side, true)) = (reversed.as_mut(), q.answer) {
+                        // The same clip backwards: the opposite direction is expected; the
+                        // forward answer is kept for the report.
+                        let back = format!("media/reversed/{stem}.gif");
+                        if lang == Lang::En {
+                            write_media(&scene, &out.join(&back), true)?;
+                        }
+                        let flipped = Answer::Side(side.opposite(), true);
+                        let mut m = meta(flipped);
+                        m.insert("forward_answer".into(), json!(q.answer.text(lang)));
+                        let turns = [(asked, flipped.text(lang))];
+                        let id = format!("reversed-{stem}-{}", lang.code());
+                        writeln!(rw, "{}", line(&id, &back, true, &turns, m))?;
+                        *summary.lines.entry("reversed.jsonl".into()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        rng.shuffle(&mut held);
+        for record in held {
+            writeln!(w, "{record}")?;
+        }
+        w.flush()?;
+        if let Some(mut rw) = reversed {
+            rw.flush()?;
+        }
+        summary.lines.insert(format!("{split}.jsonl"), lines);
+    }
+    let info = json!({
+        "generator": "nuri data shapes",
+        "seed": options.seed,
+        "level": options.level,
+        "families": families.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "canvas": CANVAS,
+        "frames": FRAMES,
+        "clip_fps": CLIP_FPS,
+        "held_out_pairs": HELD_OUT.iter().map(|(s, c)| kind_words(Kind { shape: *s, color: *c }, Lang::En)).collect::<Vec<_>>(),
+        "lines": summary.lines,
+        "pictures": summary.pictures,
+        "clips": summary.clips,
+    });
+    std::fs::write(out.join("info.json"), serde_json::to_string_pretty(&info)?)
+        .with_context(|| format!("writing {}", out.join("info.json").display()))?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenes_answer_their_questions() {
+        let mut rng = SplitMix64(7);
+        for _ in 0..50 {
+            for family in Family::LEVEL1.into_iter().chain(Family::LEVEL2) {
+                let s = scene_for(&mut rng, family, Pairs::Seen);
+                assert!(s.objects.iter().all(|o| !held_out(o.kind)));
+                let q = s.questions.iter().find(|q| q.family == family).unwrap();
+                match q.answer {
+                    Answer::Count(n) => {
+                        let c = s.objects.iter().filter(|o| o.kind == q.about).count();
+                        assert_eq!(c, n);
+                    }
+                    Answer::Kind(k) if family == Family::Moved => {
+                        let movers: Vec<_> = s
+                            .objects
+                            .iter()
+                            .filter(|o| o.track.first() != o.track.last())
+                            .collect();
+                        assert_eq!(movers.len(), 1);
+                        assert_eq!(movers[0].kind, k);
+                    }
+                    Answer::Kind(k) => {
+                        let first = s
+                            .objects
+                            .iter()
+                            .min_by_key(|o| o.track.iter().position(Option::is_some))
+                            .unwrap();
+                        assert_eq!(first.kind, k);
+                    }
+                    _ => {}
+                }
+                let h = s.questions[0].about;
+                let c = scene_for(&mut rng, family, Pairs::HeldOut);
+                assert!(held_out(c.questions[0].about), "{h:?}");
+            }
+        }
+    }
+}

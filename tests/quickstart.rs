@@ -1,0 +1,59 @@
+//! The quickstart, shortened: data, tokenizer, training from scratch, greedy evaluation.
+//! The whole path runs on every change; the color family must be learned clearly above
+//! chance and the loss must fall.
+
+use nuri::quickstart::{QuickstartOptions, run};
+
+#[test]
+fn a_short_quickstart_learns_colors() {
+    let out = std::env::temp_dir().join(format!("nuri-quickstart-test-{}", std::process::id()));
+    let options = QuickstartOptions {
+        out: out.clone(),
+        level: 1,
+        minutes: Some(30.0),
+        steps: Some(1500),
+        seed: 3,
+        train: Some(1500),
+        test: 30,
+        batch_size: 8,
+        lr: 1e-3,
+        eval_every: 0,
+        vocab_size: 768,
+        device: nuri::DeviceChoice::Cpu,
+        eval_limit: 0,
+    };
+    let report = run(&options).expect("the quickstart runs");
+    assert!(
+        report.last_loss < 0.5 * report.first_loss,
+        "the loss did not fall: {} -> {}",
+        report.first_loss,
+        report.last_loss
+    );
+    // Both languages together (60 questions): at chance (1 in 6) 20 or more right has a
+    // probability under 1e-4.
+    let test = &report.splits["test"];
+    let cells: Vec<_> = ["en", "ko"]
+        .iter()
+        .map(|lang| &test[&("color".to_string(), lang.to_string())])
+        .collect();
+    let right: usize = cells.iter().map(|c| c.right).sum();
+    let total: usize = cells.iter().map(|c| c.total).sum();
+    assert_eq!(total, 60);
+    let chance = cells[0].chance();
+    assert!(
+        right as f64 / total as f64 >= 2.0 * chance,
+        "color: {right}/{total} right vs chance {:.1}%",
+        100.0 * chance
+    );
+    // The model directory is complete and loads as a Hugging Face checkpoint.
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+    ] {
+        assert!(report.model_dir.join(file).is_file(), "{file} missing");
+    }
+    assert!(out.join("report.json").is_file());
+    std::fs::remove_dir_all(&out).ok();
+}
