@@ -242,6 +242,9 @@ enum Command {
     },
     /// Make the shapes data, train a model from scratch on the CPU, evaluate it, answer.
     Quickstart(nuri::quickstart::QuickstartOptions),
+    /// Speed of a preset's phases (training step, vision encoder, prefill, decode) and the
+    /// device's matmul rate; a table and JSON.
+    Bench(nuri::bench::BenchOptions),
     /// Generate a dataset.
     #[command(subcommand)]
     Data(DataCommand),
@@ -484,6 +487,9 @@ fn main() -> Result<()> {
         Command::Plot { run } => {
             let path = nuri_train::plot::plot_run(&run)?;
             println!("wrote {}", path.display());
+        }
+        Command::Bench(options) => {
+            nuri::bench::run(&options)?;
         }
         Command::Quickstart(options) => {
             nuri::quickstart::run(&options)?;

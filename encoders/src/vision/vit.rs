@@ -98,21 +98,34 @@ impl VisionAttention {
         let q = rotate(part(0)).swap_dims(0, 1); // [h, n, hd]
         let k = rotate(part(1)).swap_dims(0, 1);
         let v = part(2).swap_dims(0, 1);
+        // Consecutive runs of equal length (the frames of a video, a batch of same-size
+        // images) go through one batched attention call.
         let mut outputs = Vec::with_capacity(segments.len());
         let mut start = 0;
-        for &len in segments.iter() {
-            let slice = |t: &Tensor<3>| t.clone().narrow(1, start, len).unsqueeze_dim::<4>(0); // [1, h, len, hd]
-            outputs.push(attention(
-                slice(&q),
-                slice(&k),
-                slice(&v),
+        let mut i = 0;
+        while i < segments.len() {
+            let len = segments[i];
+            let runs = segments[i..].iter().take_while(|&&l| l == len).count();
+            let span = runs * len;
+            let group = |t: &Tensor<3>| {
+                t.clone()
+                    .narrow(1, start, span)
+                    .reshape([h, runs, len, hd])
+                    .swap_dims(0, 1) // [runs, h, len, hd]
+            };
+            let out = attention(
+                group(&q),
+                group(&k),
+                group(&v),
                 None,
                 None,
                 AttentionModuleOptions::default(),
-            ));
-            start += len;
+            ); // [runs, h, len, hd]
+            outputs.push(out.swap_dims(0, 1).reshape([h, span, hd]));
+            start += span;
+            i += runs;
         }
-        let out = Tensor::cat(outputs, 2).reshape([h, n, hd]); // [h, n, hd]
+        let out = Tensor::cat(outputs, 1); // [h, n, hd]
         let out = out.swap_dims(0, 1).reshape([n, d]); // [n, h * hd]
         self.proj.forward(out)
     }
