@@ -11,12 +11,12 @@ fn a_short_quickstart_learns_colors() {
         out: out.clone(),
         level: 1,
         minutes: Some(30.0),
-        steps: Some(1500),
+        steps: Some(350),
         seed: 3,
-        train: Some(1500),
+        train: Some(3000),
         test: 30,
-        batch_size: 8,
-        lr: 1e-3,
+        batch_size: 32,
+        lr: 3e-4,
         eval_every: 0,
         vocab_size: 768,
         device: nuri::DeviceChoice::Cpu,
@@ -29,8 +29,8 @@ fn a_short_quickstart_learns_colors() {
         report.first_loss,
         report.last_loss
     );
-    // Both languages together (60 questions): at chance (1 in 6) 20 or more right has a
-    // probability under 1e-4.
+    // Both languages together (60 questions; chance is 1 in 6). This run answers all 60
+    // (350 steps of batch 32 at 3e-4, about 7 min in the test profile on 2 cores).
     let test = &report.splits["test"];
     let cells: Vec<_> = ["en", "ko"]
         .iter()
@@ -41,7 +41,7 @@ fn a_short_quickstart_learns_colors() {
     assert_eq!(total, 60);
     let chance = cells[0].chance();
     assert!(
-        right as f64 / total as f64 >= 2.0 * chance,
+        right as f64 / total as f64 >= 0.8 && chance < 0.2,
         "color: {right}/{total} right vs chance {:.1}%",
         100.0 * chance
     );
