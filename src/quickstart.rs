@@ -209,7 +209,12 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
     );
     let devices = o.device.devices(1)?;
     let trained = nuri_train::train(&config, &devices, false, &mut |line| eprintln!("{line}"))?;
-    let state = read_seconds(&run_dir)?;
+    let metrics = read_metrics(&run_dir)?;
+    let state = metrics
+        .iter()
+        .filter_map(|v| v.get("seconds").and_then(Json::as_f64))
+        .next_back()
+        .unwrap_or(0.0);
     println!(
         "      {} steps in {:.1} min: loss {:.3} -> {:.3}, {:.0} tokens/s",
         trained.steps,
@@ -218,7 +223,7 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
         trained.last_loss,
         trained.tokens_per_second
     );
-    print_curve(&run_dir)?;
+    print_curve(&metrics);
     let model_dir = o.out.join("model");
     if model_dir.exists() {
         std::fs::remove_dir_all(&model_dir)
@@ -309,24 +314,21 @@ fn tokenizer_fitted_config(dir: &Path) -> Result<nuri_model::NuriConfig> {
     Ok(processor.fit_config(nuri_model::NuriConfig::quickstart()))
 }
 
-fn read_seconds(run_dir: &Path) -> Result<f64> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .with_context(|| format!("reading {}", run_dir.join("metrics.jsonl").display()))?;
+/// The run's `metrics.jsonl`, one value per line.
+fn read_metrics(run_dir: &Path) -> Result<Vec<Json>> {
+    let path = run_dir.join("metrics.jsonl");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<Json>(l).ok())
-        .filter_map(|v| v.get("seconds").and_then(Json::as_f64))
-        .next_back()
-        .unwrap_or(0.0))
+        .collect())
 }
 
 /// Validation exact match against training time, from the run's metrics.
-fn print_curve(run_dir: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .with_context(|| format!("reading {}", run_dir.join("metrics.jsonl").display()))?;
-    let points: Vec<(f64, usize, f64, f64)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+fn print_curve(metrics: &[Json]) {
+    let points: Vec<(f64, usize, f64, f64)> = metrics
+        .iter()
         .filter_map(|v| {
             Some((
                 v.get("seconds")?.as_f64()?,
@@ -337,7 +339,7 @@ fn print_curve(run_dir: &Path) -> Result<()> {
         })
         .collect();
     if points.is_empty() {
-        return Ok(());
+        return;
     }
     println!("      validation as training goes (all families, both languages):");
     println!(
@@ -352,7 +354,6 @@ fn print_curve(run_dir: &Path) -> Result<()> {
             100.0 * em
         );
     }
-    Ok(())
 }
 
 /// `split.jsonl`, or a copy holding at most `limit` scenes per family (both languages).
