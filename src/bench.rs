@@ -181,31 +181,13 @@ fn image_text_batch(
     let (pixels, grids) = random_images(config, batch, side, device)?;
     let m = config.vision.spatial_merge_size;
     let pads = grids[0][1] * grids[0][2] / (m * m);
-    let vocab = config.text.vocab_size as i64;
-    let specials = [
-        config.image_token_id,
-        config.video_token_id,
-        config.vision_start_token_id,
-        config.vision_end_token_id,
-    ];
+    let words = text_ids(config, batch * text);
     let mut ids = Vec::new();
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    for _ in 0..batch {
+    for row in words.chunks(text) {
         ids.push(config.vision_start_token_id);
         ids.extend(std::iter::repeat_n(config.image_token_id, pads));
         ids.push(config.vision_end_token_id);
-        for _ in 0..text {
-            let id = loop {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let id = (state % vocab as u64) as i64;
-                if !specials.contains(&id) {
-                    break id;
-                }
-            };
-            ids.push(id);
-        }
+        ids.extend_from_slice(row);
     }
     let seq = pads + 2 + text;
     let input_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq]), device);
@@ -215,15 +197,28 @@ fn image_text_batch(
     Ok((input, seq))
 }
 
+/// `n` deterministic text token ids, below every special token (as bench_torch.py makes
+/// them: `(i · 7919 + 13) mod text vocabulary`).
+fn text_ids(config: &NuriConfig, n: usize) -> Vec<i64> {
+    let lowest_special = [
+        config.image_token_id,
+        config.video_token_id,
+        config.vision_start_token_id,
+        config.vision_end_token_id,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(1)
+    .max(1) as usize;
+    let vocab = config.text.vocab_size.min(lowest_special);
+    (0..n).map(|i| ((i * 7919 + 13) % vocab) as i64).collect()
+}
+
 fn random_text(config: &NuriConfig, batch: usize, len: usize, device: &Device) -> Tensor<2, Int> {
-    let vocab = config
-        .text
-        .vocab_size
-        .min(config.image_token_id.max(1) as usize);
-    let ids: Vec<i64> = (0..batch * len)
-        .map(|i| ((i * 7919 + 13) % vocab) as i64)
-        .collect();
-    Tensor::from_data(TensorData::new(ids, [batch, len]), device)
+    Tensor::from_data(
+        TensorData::new(text_ids(config, batch * len), [batch, len]),
+        device,
+    )
 }
 
 /// Runs the benchmark and prints the table.
