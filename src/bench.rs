@@ -493,3 +493,54 @@ fn to_json(o: &BenchOptions, params: usize, phases: &[Phase]) -> Json {
         }).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_measures_every_phase_of_the_tiny_preset() {
+        let options = BenchOptions {
+            preset: "tiny".into(),
+            device: DeviceChoice::Cpu,
+            warmup: 0,
+            runs: 2,
+            batch: 2,
+            image: 56,
+            text_tokens: 8,
+            prefill_tokens: 16,
+            decode_tokens: 4,
+            only: Vec::new(),
+            json: None,
+            export_config: None,
+        };
+        let phases = run(&options).expect("bench runs");
+        let names: Vec<&str> = phases.iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "matmul 1024³ fp32",
+                "train step",
+                "vision encoder 224²",
+                "vision encoder 448²",
+                "prefill",
+                "decode, batch 1",
+                "decode, batch 8"
+            ]
+        );
+        for p in &phases {
+            assert_eq!(p.seconds.len(), 2, "{}", p.name);
+            assert!(p.median() > 0.0 && p.flops > 0.0, "{}", p.name);
+        }
+        let bad = BenchOptions {
+            preset: "huge".into(),
+            ..options
+        };
+        assert!(
+            run(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown preset `huge`")
+        );
+    }
+}
