@@ -212,6 +212,23 @@ fn absolutize(messages: &mut Json, root: &Path) {
 
 /// Reads a JSONL file. Usable lines become samples; the others are returned as bad samples
 /// (or, with `fail_fast`, the first one is an error).
+/// The absolute directory media paths of `path` are relative to: `media_root`, or else the
+/// file's own folder (so the paths written into the samples do not depend on a later
+/// resolution).
+fn media_root_of(path: &Path, media_root: Option<&Path>) -> Result<PathBuf, TrainError> {
+    let root: PathBuf = media_root
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| match path.parent() {
+            // A bare `data.jsonl` has the parent `""`, which `absolute` refuses.
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        });
+    std::path::absolute(&root).map_err(|source| TrainError::Io {
+        path: root.clone(),
+        source,
+    })
+}
+
 pub fn load_jsonl(
     path: &Path,
     media_root: Option<&Path>,
@@ -221,14 +238,7 @@ pub fn load_jsonl(
         path: path.to_path_buf(),
         source,
     })?;
-    let root: PathBuf = media_root
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
-    // Absolute, so the paths written into the samples do not depend on a later resolution.
-    let root = std::path::absolute(&root).map_err(|source| TrainError::Io {
-        path: root.clone(),
-        source,
-    })?;
+    let root = media_root_of(path, media_root)?;
     let (mut samples, mut bad) = (Vec::new(), Vec::new());
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -326,6 +336,17 @@ pub fn epoch_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_of_a_bare_file_name_are_relative_to_the_working_directory() {
+        let cwd = std::env::current_dir().expect("a working directory");
+        let root = media_root_of(Path::new("data.jsonl"), None).expect("resolves");
+        assert_eq!(root, cwd.join("."));
+        let root = media_root_of(Path::new("sets/data.jsonl"), None).expect("resolves");
+        assert_eq!(root, cwd.join("sets"));
+        let root = media_root_of(Path::new("data.jsonl"), Some(Path::new("/srv/media")));
+        assert_eq!(root.expect("resolves"), PathBuf::from("/srv/media"));
+    }
 
     #[test]
     fn sharegpt_tags_become_parts_in_order() {
