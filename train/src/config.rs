@@ -12,7 +12,9 @@ use crate::TrainError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSource {
-    /// A preset of our own (`tiny`), its vocabulary and special token ids taken from the
+    /// A preset of our own (`tiny`, `quickstart`, `small-100m`) or the path of a Hugging Face
+    /// Qwen2-VL `config.json` (an architecture to draw fresh: e.g. `nuri bench
+    /// --export-config` edited), its vocabulary and special token ids taken from the
     /// tokenizer.
     #[serde(default)]
     pub preset: Option<String>,

@@ -82,11 +82,17 @@ pub fn build(
     let preset = source.preset.as_deref().expect("validated");
     let dir = source.tokenizer.as_ref().expect("validated");
     let processor = Processor::from_dir(dir)?;
-    let Some(nuri) = NuriConfig::preset(preset) else {
-        return Err(TrainError::Model(format!(
-            "unknown preset `{preset}` (known: {})",
-            NuriConfig::PRESETS.join(", ")
-        )));
+    let nuri = match NuriConfig::preset(preset) {
+        Some(nuri) => nuri,
+        // A Hugging Face config.json: that architecture, drawn fresh.
+        None if preset.ends_with(".json") => nuri_model::read_hf_config(Path::new(preset))
+            .map_err(|e| TrainError::Model(e.to_string()))?,
+        None => {
+            return Err(TrainError::Model(format!(
+                "unknown preset `{preset}` (known: {}, or the path of a Hugging Face config.json)",
+                NuriConfig::PRESETS.join(", ")
+            )));
+        }
     };
     let nuri = processor.fit_config(nuri);
     // The processor cuts pictures into the patches the model embeds.
