@@ -2,6 +2,7 @@
 //! (patch merger) into the language model's width. Later: media decoding, frame sampling,
 //! resize/normalize/patchify.
 
+pub mod attend;
 pub mod image;
 pub mod norm;
 pub mod projector;

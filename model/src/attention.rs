@@ -4,9 +4,8 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
+use nuri_encoders::attend::attend;
 
 use crate::config::TextConfig;
 use crate::kv_cache::LayerCache;
@@ -75,12 +74,9 @@ impl Attention {
         let t = k.dims()[2];
         let k = repeat_kv(k, h / kvh); // [b, h, t, hd]
         let v = repeat_kv(v, h / kvh);
-        let options = AttentionModuleOptions {
-            is_causal: mask.is_none() && s > 1,
-            ..Default::default()
-        };
+        let causal = mask.is_none() && s > 1;
         let mask = mask.map(|m| m.expand([b, h, s, t]));
-        let out = attention(q, k, v, mask, None, options); // [b, h, s, hd]
+        let out = attend(q, k, v, mask, causal); // [b, h, s, hd]
         let out = out.swap_dims(1, 2).reshape([b, s, h * hd]); // [b, s, h * hd]
         self.o_proj.forward(out)
     }

@@ -6,12 +6,11 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Tensor};
 
 use super::config::{VisionConfig, VisionError, count_patches};
 use super::rope2d::{patch_positions, rotate_half, vision_rotary_tables};
+use crate::attend::attend;
 use crate::norm::{LayerNorm, VISION_LAYER_NORM_EPS};
 use crate::projector::{INIT_STD, PatchMerger, linear};
 
@@ -113,14 +112,7 @@ impl VisionAttention {
                     .reshape([h, runs, len, hd])
                     .swap_dims(0, 1) // [runs, h, len, hd]
             };
-            let out = attention(
-                group(&q),
-                group(&k),
-                group(&v),
-                None,
-                None,
-                AttentionModuleOptions::default(),
-            ); // [runs, h, len, hd]
+            let out = attend(group(&q), group(&k), group(&v), None, false); // [runs, h, len, hd]
             outputs.push(out.swap_dims(0, 1).reshape([h, span, hd]));
             start += span;
             i += runs;

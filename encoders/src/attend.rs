@@ -1,0 +1,322 @@
+//! Scaled dot-product attention for the vision tower and the language model, with a
+//! backward pass of its own on the CPU.
+//!
+//! Under autodiff, Burn 0.22 runs `attention` as its generic fallback: the scores, the mask
+//! and a softmax built from `max`/`sub`/`exp`/`sum`/`div` are each an operation of the graph,
+//! and each is differentiated on its own (the exponentials are computed again, the maximum
+//! gets a gradient of its own). On the flex (CPU) backend this module instead runs flex's
+//! fused attention forward and differentiates the whole attention in one step: the
+//! probabilities are recomputed once (`QKᵀ`, mask, fused softmax) and
+//!
+//! - `dV = Pᵀ·dO`
+//! - `dS = P ⊙ (dO·Vᵀ − rowsum(dO ⊙ O))` (FlashAttention's identity for the softmax)
+//! - `dQ = scale · dS·K`, `dK = scale · dSᵀ·Q`
+//!
+//! Other backends (wgpu, CUDA) take Burn's `attention` unchanged.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::{BoolTensor, FloatTensor};
+use burn::backend::{Autodiff, Backend, DispatchDevice, Flex, backend_extension};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor};
+
+/// What a masked score becomes before the softmax of the backward pass: finite, so that a
+/// row whose every key is masked (a padding query) stays finite until it is zeroed.
+const MASKED: f32 = -1.0e30;
+
+/// Attention as one differentiable operation (see the module docs).
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedAttention: Backend {
+    /// `softmax(q·kᵀ·scale)·v` over every key.
+    ///
+    /// # Shapes
+    /// `q`: `[batch, heads, seq, head_dim]`, `k`/`v`: `[batch, heads, keys, head_dim]`
+    fn attend(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
+
+    /// The same with `mask` (`[batch, heads, seq, keys]`, `true` = may not attend).
+    fn attend_masked(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: BoolTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
+}
+
+fn options(scale: f64) -> AttentionModuleOptions {
+    AttentionModuleOptions {
+        scale: Some(scale),
+        ..Default::default()
+    }
+}
+
+impl FusedAttention for Flex {
+    fn attend(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        Self::attention(q, k, v, None, None, options(scale))
+    }
+
+    fn attend_masked(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: BoolTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        Self::attention(q, k, v, Some(mask), None, options(scale))
+    }
+}
+
+/// The backward step: the inputs, the output and the mask are kept (the graph keeps them for
+/// the fallback's matmuls too).
+#[derive(Debug)]
+struct AttentionBackward;
+
+#[derive(Debug, Clone)]
+struct AttentionState<B: Backend> {
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    out: FloatTensor<B>,
+    mask: Option<BoolTensor<B>>,
+    scale: f64,
+}
+
+impl<B: Backend> Backward<B, 3> for AttentionBackward {
+    type State = AttentionState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let AttentionState {
+            q,
+            k,
+            v,
+            out,
+            mask,
+            scale,
+        } = ops.state;
+        let [node_q, node_k, node_v] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node); // dO: [b, h, s, d]
+
+        // P, recomputed.
+        let scores = B::float_matmul(
+            B::float_mul_scalar(q.clone(), scale.into()),
+            B::float_transpose(k.clone()),
+        ); // [b, h, s, t]
+        let probs = match mask {
+            Some(mask) => {
+                let probs = B::softmax(B::float_mask_fill(scores, mask.clone(), MASKED.into()), 3);
+                // A query whose every key is masked attends to nothing (as in the forward).
+                B::float_mask_fill(probs, mask, 0.0.into())
+            }
+            None => B::softmax(scores, 3),
+        };
+
+        if let Some(node) = node_v {
+            let dv = B::float_matmul(B::float_transpose(probs.clone()), grad.clone());
+            grads.register::<B>(node.id, dv);
+        }
+        if node_q.is_none() && node_k.is_none() {
+            return;
+        }
+        // dS = P ⊙ (dP − D), D = rowsum(dO ⊙ O) = rowsum(P ⊙ dP).
+        let dp = B::float_matmul(grad.clone(), B::float_transpose(v)); // [b, h, s, t]
+        let d = B::float_sum_dim(B::float_mul(grad, out), 3); // [b, h, s, 1]
+        let ds = B::float_mul(probs, B::float_sub(dp, d)); // [b, h, s, t]
+        if let Some(node) = node_q {
+            let dq = B::float_mul_scalar(B::float_matmul(ds.clone(), k), scale.into());
+            grads.register::<B>(node.id, dq);
+        }
+        if let Some(node) = node_k {
+            let dk = B::float_mul_scalar(B::float_matmul(B::float_transpose(ds), q), scale.into());
+            grads.register::<B>(node.id, dk);
+        }
+    }
+}
+
+fn attend_autodiff<B: Backend, C: CheckpointStrategy>(
+    q: FloatTensor<Autodiff<B, C>>,
+    k: FloatTensor<Autodiff<B, C>>,
+    v: FloatTensor<Autodiff<B, C>>,
+    mask: Option<BoolTensor<B>>,
+    scale: f64,
+) -> FloatTensor<Autodiff<B, C>> {
+    let prep = AttentionBackward
+        .prepare::<C>([q.node(), k.node(), v.node()])
+        .compute_bound()
+        .stateful();
+    let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
+    let out = B::attention(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        mask.clone(),
+        None,
+        options(scale),
+    );
+    match prep {
+        OpsKind::Tracked(prep) => {
+            let state = AttentionState {
+                q,
+                k,
+                v,
+                out: out.clone(),
+                mask,
+                scale,
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+impl<B: Backend, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
+    fn attend(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        attend_autodiff::<B, C>(q, k, v, None, scale)
+    }
+
+    fn attend_masked(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: BoolTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        attend_autodiff::<B, C>(q, k, v, Some(mask), scale)
+    }
+}
+
+/// Whether `device` is the flex (CPU) backend, with or without autodiff.
+fn on_flex(device: &burn::tensor::Device) -> bool {
+    matches!(
+        device.as_dispatch().clone().inner(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+/// `softmax(q·kᵀ/√head_dim [masked])·v`; `mask` is `true` where attention is forbidden.
+/// Without a mask, attention is over every key (`causal` adds the causal mask through
+/// Burn's `attention`).
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, head_dim]`, `k`/`v`: `[batch, heads, keys, head_dim]`
+/// - `mask`: `[batch, heads, seq, keys]`
+/// - returns `[batch, heads, seq, head_dim]`
+pub fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<Tensor<4, Bool>>,
+    causal: bool,
+) -> Tensor<4> {
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    if causal || !on_flex(&q.device()) {
+        let options = AttentionModuleOptions {
+            is_causal: causal,
+            ..options(scale)
+        };
+        return attention(q, k, v, mask, None, options);
+    }
+    let out = match mask {
+        None => <burn::backend::Dispatch as FusedAttention>::attend(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            scale,
+        ),
+        Some(mask) => <burn::backend::Dispatch as FusedAttention>::attend_masked(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            mask.into_dispatch(),
+            scale,
+        ),
+    };
+    Tensor::from_dispatch(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Distribution, TensorData, Tolerance};
+
+    use super::*;
+
+    /// The fused backward against Burn's differentiated fallback, with and without a mask
+    /// (one query row masked entirely, as a padding query is), keys longer than queries.
+    #[test]
+    fn gradients_match_the_differentiated_fallback() {
+        let device = burn::tensor::Device::flex().autodiff();
+        let (b, h, s, t, d) = (2, 3, 5, 7, 4);
+        let draw = |shape: [usize; 4]| {
+            Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data()
+        };
+        let (q0, k0, v0) = (draw([b, h, s, d]), draw([b, h, t, d]), draw([b, h, t, d]));
+        let weights = Tensor::<4>::from_data(draw([b, h, s, d]), &device);
+        let mut forbid = vec![false; b * h * s * t];
+        for (i, f) in forbid.iter_mut().enumerate() {
+            let (row, col) = ((i / t) % s, i % t);
+            // Causal with an offset of 2, and row 0 of the first batch masked entirely.
+            *f = col > row + 2 || (i < h * s * t && row == 0);
+        }
+        let mask = Tensor::<4, Bool>::from_data(TensorData::new(forbid, [b, h, s, t]), &device);
+        for mask in [None, Some(mask)] {
+            let run = |fused: bool| {
+                let leaf = |data: &TensorData| {
+                    Tensor::<4>::from_data(data.clone(), &device).require_grad()
+                };
+                let (q, k, v) = (leaf(&q0), leaf(&k0), leaf(&v0));
+                let out = if fused {
+                    attend(q.clone(), k.clone(), v.clone(), mask.clone(), false)
+                } else {
+                    attention(
+                        q.clone(),
+                        k.clone(),
+                        v.clone(),
+                        mask.clone(),
+                        None,
+                        AttentionModuleOptions::default(),
+                    )
+                };
+                let grads = (out.clone() * weights.clone()).sum().backward();
+                let grad = |t: &Tensor<4>| t.grad(&grads).expect("a gradient").into_data();
+                [out.into_data(), grad(&q), grad(&k), grad(&v)]
+            };
+            let (fused, fallback) = (run(true), run(false));
+            for (name, (a, b)) in ["output", "dq", "dk", "dv"]
+                .iter()
+                .zip(fused.iter().zip(&fallback))
+            {
+                assert!(
+                    a.iter::<f32>().all(f32::is_finite),
+                    "{name} is not finite (mask: {})",
+                    mask.is_some()
+                );
+                a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-5));
+                let _ = name;
+            }
+        }
+    }
+}
