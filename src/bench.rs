@@ -284,8 +284,9 @@ pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
             .try_to_vec_as::<i64>()
             .unwrap_or_default();
         let seconds = time_runs(o.warmup, o.runs, || {
-            let out = model.prefill(&input, None)?;
-            let (loss, _) = nuri_train::trainer::masked_loss(out.logits, &labels, &train_device);
+            let (hidden, _, _) = model.hidden_states(&input, None)?;
+            let (loss, _) =
+                nuri_train::trainer::labelled_loss(&model, hidden, &labels, &train_device);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(1e-4, model.clone(), grads);
             // Waits for the update to finish.

@@ -297,6 +297,23 @@ impl NuriModel {
         input: &MultimodalInput,
         cache: Option<&mut KvCache>,
     ) -> Result<Prefill, ModelError> {
+        let (hidden, position_ids, rope_deltas) = self.hidden_states(input, cache)?;
+        Ok(Prefill {
+            logits: self.logits(hidden),
+            position_ids,
+            rope_deltas,
+        })
+    }
+
+    /// What [`prefill`](Self::prefill) computes before the head: the last hidden states
+    /// (`[batch, seq, hidden]`, after the final norm), the positions and the rope deltas.
+    /// Training takes logits only where there are labels.
+    #[allow(clippy::type_complexity)]
+    pub fn hidden_states(
+        &self,
+        input: &MultimodalInput,
+        cache: Option<&mut KvCache>,
+    ) -> Result<(Tensor<3>, Tensor<3, Int>, Vec<i64>), ModelError> {
         let [b, s] = input.input_ids.dims();
         let device = input.input_ids.device();
         let ids = int_vec(input.input_ids.clone());
@@ -318,11 +335,7 @@ impl NuriModel {
             input.attention_mask.clone(),
             cache,
         );
-        Ok(Prefill {
-            logits: self.logits(hidden),
-            position_ids,
-            rope_deltas: index.rope_deltas,
-        })
+        Ok((hidden, position_ids, index.rope_deltas))
     }
 
     /// One decoding step for new text tokens after a prefill. Each row's positions continue

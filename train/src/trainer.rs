@@ -37,33 +37,48 @@ pub struct RunSummary {
     pub resumed_from: Option<PathBuf>,
 }
 
-/// Mean cross-entropy of next-token predictions over the labelled tokens.
+/// Mean cross-entropy of next-token predictions over the labelled tokens, from the last
+/// hidden states: only the positions that predict a label go through the head and the
+/// log-softmax (in supervised fine-tuning the answers are a small share of the tokens, and
+/// the head is the widest matmul of a model with a large vocabulary).
 ///
 /// # Shapes
-/// - `logits`: `[batch, seq, vocab]`; `labels`: `batch × seq` values (row-major)
-pub fn masked_loss(logits: Tensor<3>, labels: &[i64], device: &Device) -> (Tensor<1>, usize) {
-    let [b, s, v] = logits.dims();
+/// - `hidden`: `[batch, seq, hidden]`; `labels`: `batch × seq` values (row-major)
+pub fn labelled_loss(
+    model: &NuriModel,
+    hidden: Tensor<3>,
+    labels: &[i64],
+    device: &Device,
+) -> (Tensor<1>, usize) {
+    let [b, s, d] = hidden.dims();
     // Position t predicts token t + 1.
-    let logits = logits.slice([0..b, 0..s - 1, 0..v]); // [b, s-1, v]
-    let mut targets = Vec::with_capacity(b * (s - 1));
-    let mut weights = Vec::with_capacity(b * (s - 1));
+    let (mut rows, mut targets) = (Vec::new(), Vec::new());
     for r in 0..b {
         for t in 1..s {
             let l = labels[r * s + t];
-            targets.push(if l == IGNORE { 0 } else { l });
-            weights.push(if l == IGNORE { 0f32 } else { 1.0 });
+            if l != IGNORE {
+                rows.push((r * s + t - 1) as i64);
+                targets.push(l);
+            }
         }
     }
-    let count = weights.iter().filter(|&&w| w > 0.0).count();
-    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, s - 1, 1]), device);
-    let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, s - 1]), device);
-    let picked = log_softmax(logits, 2)
+    let count = rows.len();
+    if count == 0 {
+        // Nothing to learn from; a zero that still depends on the model.
+        return (hidden.sum().mul_scalar(0.0), 0);
+    }
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), device);
+    let picked = hidden
+        .reshape([b * s, d])
+        .select(0, rows)
+        .reshape([1, count, d]);
+    let logits = model.logits(picked).cast(DType::F32); // [1, n, vocab]
+    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [1, count, 1]), device);
+    let loss = log_softmax(logits, 2)
         .gather(2, targets)
-        .reshape([b, s - 1]); // [b, s-1]
-    let loss = (picked * weights)
         .sum()
         .neg()
-        .div_scalar(count.max(1) as f64);
+        .div_scalar(count as f64);
     (loss, count)
 }
 
@@ -199,14 +214,10 @@ fn batch_loss_in(
     } else {
         model
     };
-    let out = model
-        .prefill(&input, None)
+    let (hidden, _, _) = model
+        .hidden_states(&input, None)
         .map_err(|e| TrainError::Model(e.to_string()))?;
-    Ok(masked_loss(
-        out.logits.cast(DType::F32),
-        &batch.labels,
-        device,
-    ))
+    Ok(labelled_loss(model, hidden, &batch.labels, device))
 }
 
 /// Loss of one batch in fp32 (no update).
@@ -652,4 +663,60 @@ fn copy_processor_files(from: &Path, to: &Path) -> Result<(), TrainError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use nuri_model::MultimodalInput;
+
+    use super::*;
+
+    /// The loss over the labelled rows equals the mean over the labelled positions of the
+    /// full logits' log-softmax.
+    #[test]
+    fn labelled_loss_is_the_cross_entropy_of_the_labelled_positions() {
+        let device = Device::flex();
+        device.seed(3);
+        let model = NuriModel::new(&NuriConfig::tiny(), &device).expect("a model");
+        let (b, s) = (2, 6);
+        let ids: Vec<i64> = (0..(b * s) as i64).map(|i| (i * 37) % 200).collect();
+        let mut labels = ids.clone();
+        for (i, l) in labels.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *l = IGNORE;
+            }
+        }
+        let input = MultimodalInput::text(
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device),
+            None,
+        );
+        let (hidden, _, _) = model.hidden_states(&input, None).expect("runs");
+        let (loss, count) = labelled_loss(&model, hidden, &labels, &device);
+        let logp = log_softmax(model.prefill(&input, None).expect("runs").logits, 2)
+            .into_data()
+            .to_vec::<f32>()
+            .expect("f32");
+        let v = NuriConfig::tiny().text.vocab_size;
+        let (mut sum, mut n) = (0.0f64, 0);
+        for r in 0..b {
+            for t in 1..s {
+                let l = labels[r * s + t];
+                if l != IGNORE {
+                    sum -= logp[(r * s + t - 1) * v + l as usize] as f64;
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(count, n);
+        let loss = loss.into_scalar::<f32>() as f64;
+        assert!(
+            (loss - sum / n as f64).abs() < 1e-5,
+            "{loss} vs {}",
+            sum / n as f64
+        );
+        // No labels: zero, from zero tokens.
+        let (hidden, _, _) = model.hidden_states(&input, None).expect("runs");
+        let (loss, count) = labelled_loss(&model, hidden, &vec![IGNORE; b * s], &device);
+        assert_eq!((loss.into_scalar::<f32>(), count), (0.0, 0));
+    }
 }
