@@ -67,11 +67,16 @@ pub fn labelled_loss(
         // Nothing to learn from; a zero that still depends on the model.
         return (hidden.sum().mul_scalar(0.0), 0);
     }
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), device);
-    let picked = hidden
-        .reshape([b * s, d])
-        .select(0, rows)
-        .reshape([1, count, d]);
+    let picked = if count == b * (s - 1) {
+        // Every position is labelled (pre-training): no gather.
+        hidden.slice([0..b, 0..s - 1, 0..d]).reshape([1, count, d])
+    } else {
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), device);
+        hidden
+            .reshape([b * s, d])
+            .select(0, rows)
+            .reshape([1, count, d])
+    };
     let logits = model.logits(picked).cast(DType::F32); // [1, n, vocab]
     let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [1, count, 1]), device);
     let loss = log_softmax(logits, 2)
@@ -680,40 +685,40 @@ mod tests {
         let model = NuriModel::new(&NuriConfig::tiny(), &device).expect("a model");
         let (b, s) = (2, 6);
         let ids: Vec<i64> = (0..(b * s) as i64).map(|i| (i * 37) % 200).collect();
-        let mut labels = ids.clone();
-        for (i, l) in labels.iter_mut().enumerate() {
+        let input = MultimodalInput::text(
+            Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [b, s]), &device),
+            None,
+        );
+        let logp = log_softmax(model.prefill(&input, None).expect("runs").logits, 2)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let v = NuriConfig::tiny().text.vocab_size;
+        // Some positions ignored (a gather of rows), then every one (a slice).
+        let mut some = ids.clone();
+        for (i, l) in some.iter_mut().enumerate() {
             if i % 3 == 0 {
                 *l = IGNORE;
             }
         }
-        let input = MultimodalInput::text(
-            Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device),
-            None,
-        );
-        let (hidden, _, _) = model.hidden_states(&input, None).expect("runs");
-        let (loss, count) = labelled_loss(&model, hidden, &labels, &device);
-        let logp = log_softmax(model.prefill(&input, None).expect("runs").logits, 2)
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32");
-        let v = NuriConfig::tiny().text.vocab_size;
-        let (mut sum, mut n) = (0.0f64, 0);
-        for r in 0..b {
-            for t in 1..s {
-                let l = labels[r * s + t];
-                if l != IGNORE {
-                    sum -= logp[(r * s + t - 1) * v + l as usize] as f64;
-                    n += 1;
+        for labels in [some, ids] {
+            let (hidden, _, _) = model.hidden_states(&input, None).expect("runs");
+            let (loss, count) = labelled_loss(&model, hidden, &labels, &device);
+            let (mut sum, mut n) = (0.0f64, 0);
+            for r in 0..b {
+                for t in 1..s {
+                    let l = labels[r * s + t];
+                    if l != IGNORE {
+                        sum -= logp[(r * s + t - 1) * v + l as usize] as f64;
+                        n += 1;
+                    }
                 }
             }
+            assert_eq!(count, n);
+            let loss = loss.into_scalar::<f32>() as f64;
+            let want = sum / n as f64;
+            assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
         }
-        assert_eq!(count, n);
-        let loss = loss.into_scalar::<f32>() as f64;
-        assert!(
-            (loss - sum / n as f64).abs() < 1e-5,
-            "{loss} vs {}",
-            sum / n as f64
-        );
         // No labels: zero, from zero tokens.
         let (hidden, _, _) = model.hidden_states(&input, None).expect("runs");
         let (loss, count) = labelled_loss(&model, hidden, &vec![IGNORE; b * s], &device);
