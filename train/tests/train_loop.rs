@@ -349,3 +349,34 @@ fn bf16_mixed_precision_trains_like_fp32() {
     );
     assert!(bf16[19] < bf16[0] * 0.7, "{bf16:?}");
 }
+
+/// `model.preset` may name a Hugging Face `config.json`: the architecture it describes, drawn
+/// fresh, the same as the preset it was exported from; a missing file is an error naming it.
+#[test]
+fn a_config_json_path_is_a_preset() {
+    let dir = tmp("config-preset");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    let tiny = nuri_model::NuriConfig::tiny();
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&nuri_model::hf_config_json(&tiny)).unwrap(),
+    )
+    .unwrap();
+    let device = Device::flex();
+    let mut from_file = config(&dir, 1);
+    from_file.model.preset = Some(path.display().to_string());
+    let (_, model, nuri) = nuri_train::trainer::build(&from_file, &device).expect("builds");
+    let (_, preset_model, preset) =
+        nuri_train::trainer::build(&config(&dir, 1), &device).expect("builds");
+    assert_eq!(nuri, preset);
+    assert_eq!(model.num_params(), preset_model.num_params());
+
+    from_file.model.preset = Some(dir.join("missing.json").display().to_string());
+    let err = match nuri_train::trainer::build(&from_file, &device) {
+        Ok(_) => panic!("a missing file must be an error"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("missing.json"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
