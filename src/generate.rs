@@ -51,9 +51,12 @@ pub struct TurnMedia {
     pub nframes: Option<usize>,
     pub min_pixels: Option<usize>,
     pub max_pixels: Option<usize>,
+    /// The text before the media instead of after them.
+    pub text_first: bool,
 }
 
-/// A user message with content parts: the images, the videos, then the text (if any). A
+/// A user message with content parts: the images, the videos, then the text (if any; first
+/// with `text_first`). A
 /// `max_pixels` without `min_pixels` lowers the lower bound with it when it is below the
 /// default.
 pub fn user_message(media: &TurnMedia, text: &str) -> Json {
@@ -88,7 +91,12 @@ pub fn user_message(media: &TurnMedia, text: &str) -> Json {
         parts.push(part);
     }
     if !text.is_empty() {
-        parts.push(json!({"type": "text", "text": text}));
+        let part = json!({"type": "text", "text": text});
+        if media.text_first {
+            parts.insert(0, part);
+        } else {
+            parts.push(part);
+        }
     }
     json!({"role": "user", "content": parts})
 }
@@ -337,4 +345,36 @@ fn read_lines(file: &Path) -> Result<BTreeMap<usize, Json>> {
         .enumerate()
         .filter_map(|(i, l)| Some((i + 1, serde_json::from_str(l).ok()?)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_goes_after_the_media_unless_asked_first() {
+        let mut media = TurnMedia {
+            images: vec![PathBuf::from("a.png")],
+            videos: vec![PathBuf::from("b.gif")],
+            ..Default::default()
+        };
+        let kinds = |m: &Json| -> Vec<String> {
+            m["content"]
+                .as_array()
+                .expect("parts")
+                .iter()
+                .map(|p| p["type"].as_str().unwrap_or("?").to_string())
+                .collect()
+        };
+        assert_eq!(
+            kinds(&user_message(&media, "Which way?")),
+            ["image", "video", "text"]
+        );
+        media.text_first = true;
+        assert_eq!(
+            kinds(&user_message(&media, "Which way?")),
+            ["text", "image", "video"]
+        );
+        assert_eq!(kinds(&user_message(&media, "")), ["image", "video"]);
+    }
 }

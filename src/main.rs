@@ -166,6 +166,10 @@ enum Command {
         /// Upper bound on resized pixels per image / video frame.
         #[arg(long)]
         max_pixels: Option<usize>,
+        /// Put the question before the images and videos in the message (as the quickstart
+        /// model is trained) instead of after them.
+        #[arg(long)]
+        text_first: bool,
         /// The question.
         prompt: String,
         #[command(flatten)]
@@ -276,8 +280,12 @@ enum DataCommand {
         #[arg(long, default_value_t = 1)]
         level: u8,
         /// Training conversations.
-        #[arg(long, default_value_t = 8000)]
+        #[arg(long, default_value_t = 20_000)]
         train: usize,
+        /// Questions per training conversation (1–3; after the first, only color, shape and
+        /// count).
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=3))]
+        turns: usize,
         /// Validation scenes per family (each asked in both languages).
         #[arg(long, default_value_t = 16)]
         val: usize,
@@ -386,6 +394,7 @@ fn main() -> Result<()> {
             video,
             fps,
             max_pixels,
+            text_first,
             prompt,
             sampling,
         } => {
@@ -395,6 +404,7 @@ fn main() -> Result<()> {
                 videos: video,
                 fps,
                 max_pixels,
+                text_first,
                 ..Default::default()
             };
             nuri::generate::run_generate(&loaded, &media, &prompt, sampling.params())?;
@@ -499,6 +509,7 @@ fn main() -> Result<()> {
             seed,
             level,
             train,
+            turns,
             val,
             test,
         }) => {
@@ -507,6 +518,7 @@ fn main() -> Result<()> {
                 seed,
                 level,
                 train,
+                turns,
                 val,
                 test,
             };

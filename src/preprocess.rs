@@ -134,6 +134,7 @@ fn full(args: &PreprocessArgs, dir: &Path) -> Result<()> {
         nframes: args.nframes,
         min_pixels: args.min_pixels,
         max_pixels: args.max_pixels,
+        text_first: false,
     };
     let message = crate::generate::user_message(&media, args.prompt.as_deref().unwrap_or(""));
     let messages = json!([message]);

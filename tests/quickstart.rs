@@ -14,9 +14,12 @@ fn a_short_quickstart_learns_colors() {
         steps: Some(350),
         seed: 3,
         train: Some(3000),
+        // Color asked in nearly every conversation (first or as a follow-up).
+        turns: 3,
         test: 30,
         batch_size: 32,
         lr: 3e-4,
+        lr_vision: None,
         eval_every: 0,
         vocab_size: 768,
         device: nuri::DeviceChoice::Cpu,

@@ -59,14 +59,18 @@ impl NuriConfig {
 
     /// The quickstart's model (about 1M parameters before the vocabulary): a 4-layer,
     /// 128-wide language model over a 2-block, 64-wide ViT with 8-pixel patches (a 64×64
-    /// picture is 64 patches, 16 merged tokens). `rope_theta` is 10 (Qwen2-VL's is 10⁶):
-    /// with 16 rotary frequencies split 4/6/6, M-RoPE gives the width stream the lowest
-    /// frequencies, which at 10⁶ barely turn over a 4-token-wide picture, so the language
-    /// model could not tell left from right. Vocabulary size and special ids come from the
-    /// tokenizer (`Processor::fit_config`).
+    /// picture is 64 patches, 16 merged tokens). `rope_theta` is 1 (Qwen2-VL's is 10⁶):
+    /// every rotary pair then turns by one radian per position, so the 4 columns and rows of
+    /// a picture (and the 4 time steps of a clip) are far apart in angle. With 16
+    /// frequencies split 4/6/6, the width stream otherwise gets the lowest ones, which barely
+    /// turn over a 4-token-wide picture: trained on the position questions alone (500 steps
+    /// of 16, question before the picture), 10 stayed at chance (26% of 128 validation
+    /// answers) and 1 reached 98%. The prompts are a few dozen tokens, so the aliasing of
+    /// longer text distances does not matter here. Vocabulary size and special ids come from
+    /// the tokenizer (`Processor::fit_config`).
     pub fn quickstart() -> Self {
         let text = TextConfig::new(1024, 128, 384, 4, 4, 2, vec![4, 6, 6])
-            .with_rope_theta(10.0)
+            .with_rope_theta(1.0)
             .with_tie_word_embeddings(true)
             .with_max_position_embeddings(4096);
         let vision = VisionConfig::new(2, 64, 4, 2, 128).with_patch_size(8);

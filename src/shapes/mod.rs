@@ -53,8 +53,14 @@ pub struct ShapesOptions {
     /// objects (color of a named shape, count, which moved, which appeared first); level-1
     /// scenes stay in the training mix.
     pub level: u8,
-    /// Training conversations (each 1–3 questions about one scene).
+    /// Training conversations, each about one scene.
     pub train: usize,
+    /// Questions per training conversation (1–3). The first is of the family the scene was
+    /// drawn for and comes before the picture, like every test question. Later ones only ask
+    /// what things look like (color, shape, count): a later question sits at a distance from
+    /// the picture that depends on the turns before it, and a small model learns where
+    /// things are only from a fixed distance.
+    pub turns: usize,
     /// Scenes per family in the validation split (each asked in both languages).
     pub val: usize,
     /// Scenes per family in the test and compositional splits.
@@ -372,8 +378,11 @@ fn line(
     let tag = if video { "<video>" } else { "<image>" };
     let mut conversations = Vec::new();
     for (i, (q, a)) in turns.iter().enumerate() {
+        // The question before the picture: the answer then starts at the same distance
+        // from the picture's tokens whatever the question's length, which is what lets the
+        // quickstart model learn positions (see `NuriConfig::quickstart`).
         let value = if i == 0 {
-            format!("{tag}\n{q}")
+            format!("{q}\n{tag}")
         } else {
             q.clone()
         };
@@ -420,7 +429,7 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
         }
     };
 
-    // Training: conversations of up to 3 questions about one scene, in one language.
+    // Training: conversations of `turns` questions about one scene, in one language.
     let mut rng = SplitMix64(options.seed ^ 0x7472_6169_6e00);
     let mut w = writer(&out.join("train.jsonl"))?;
     for i in 0..options.train {
@@ -428,18 +437,27 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
         let family = if options.level >= 2 && rng.below(4) != 0 {
             pick(&mut rng, &Family::LEVEL2)
         } else {
-            // Pictures answer three families, clips one: 60% pictures.
-            if rng.below(5) < 3 {
-                pick(&mut rng, &Family::LEVEL1[..3])
-            } else {
-                Family::Direction
+            // 20% each for color, shape and position, 40% direction (the slowest to learn).
+            match rng.below(5) {
+                0 => Family::Color,
+                1 => Family::Shape,
+                2 => Family::Position,
+                _ => Family::Direction,
             }
         };
         let scene = scene_for(&mut rng, family, Pairs::Seen);
         let lang = pick(&mut rng, &Lang::ALL);
         let mut questions = scene.questions.clone();
         rng.shuffle(&mut questions);
-        questions.truncate(3);
+        let first = questions
+            .iter()
+            .position(|q| q.family == family)
+            .unwrap_or(0);
+        let first = questions.remove(first);
+        let questions: Vec<Question> = std::iter::once(first)
+            .chain(questions.into_iter().filter(|q| !q.family.reads_places()))
+            .take(options.turns.clamp(1, 3))
+            .collect();
         let turns: Vec<(String, String)> = questions
             .iter()
             .map(|q| {
@@ -570,6 +588,47 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first question comes before the picture; where-and-when questions are only asked
+    /// first (a later turn sits at a varying distance from the picture).
+    #[test]
+    fn training_conversations_ask_where_and_when_only_first() {
+        for turns in [1, 3] {
+            let out = std::env::temp_dir()
+                .join(format!("nuri-shapes-turns-{turns}-{}", std::process::id()));
+            let options = ShapesOptions {
+                out: out.clone(),
+                seed: 5,
+                level: 2,
+                train: 120,
+                turns,
+                val: 1,
+                test: 1,
+            };
+            generate(&options).expect("generates");
+            let text = std::fs::read_to_string(out.join("train.jsonl")).expect("written");
+            let mut follow_ups = 0;
+            for line in text.lines() {
+                let record: Json = serde_json::from_str(line).expect("JSON");
+                let families: Vec<Family> = record["families"]
+                    .as_array()
+                    .expect("families")
+                    .iter()
+                    .map(|f| Family::from_name(f.as_str().unwrap_or("")).expect("a family"))
+                    .collect();
+                assert!((1..=turns).contains(&families.len()), "{line}");
+                assert!(families[1..].iter().all(|f| !f.reads_places()), "{line}");
+                follow_ups += families.len() - 1;
+                let first = record["conversations"][0]["value"].as_str().expect("text");
+                assert!(
+                    first.ends_with("\n<image>") || first.ends_with("\n<video>"),
+                    "{first}"
+                );
+            }
+            assert_eq!(follow_ups > 0, turns > 1);
+            std::fs::remove_dir_all(&out).ok();
+        }
+    }
 
     #[test]
     fn scenes_answer_their_questions() {

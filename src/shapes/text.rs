@@ -75,6 +75,15 @@ impl Family {
             .find(|f| f.name() == name)
     }
 
+    /// Whether the answer depends on where things are in the picture or when in the clip
+    /// (rather than on what they look like).
+    pub fn reads_places(self) -> bool {
+        matches!(
+            self,
+            Family::Position | Family::Direction | Family::Moved | Family::AppearedFirst
+        )
+    }
+
     pub fn level(self) -> u8 {
         if Family::LEVEL1.contains(&self) { 1 } else { 2 }
     }
