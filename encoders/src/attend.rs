@@ -18,7 +18,6 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Autodiff, Backend, DispatchDevice, Flex, backend_extension};
 use burn::tensor::module::attention;
@@ -29,7 +28,8 @@ use burn::tensor::{Bool, Tensor};
 /// row whose every key is masked (a padding query) stays finite until it is zeroed.
 const MASKED: f32 = -1.0e30;
 
-/// Attention as one differentiable operation (see the module docs).
+/// Attention as one differentiable operation (see the module docs). The default bodies are
+/// the plain backends' (flex's fused attention); autodiff overrides them.
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedAttention: Backend {
     /// `softmax(q·kᵀ·scale)·v` over every key.
@@ -41,35 +41,11 @@ pub trait FusedAttention: Backend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f64,
-    ) -> FloatTensor<Self>;
-
-    /// The same with `mask` (`[batch, heads, seq, keys]`, `true` = may not attend).
-    fn attend_masked(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        mask: BoolTensor<Self>,
-        scale: f64,
-    ) -> FloatTensor<Self>;
-}
-
-fn options(scale: f64) -> AttentionModuleOptions {
-    AttentionModuleOptions {
-        scale: Some(scale),
-        ..Default::default()
-    }
-}
-
-impl FusedAttention for Flex {
-    fn attend(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        scale: f64,
     ) -> FloatTensor<Self> {
         Self::attention(q, k, v, None, None, options(scale))
     }
 
+    /// The same with `mask` (`[batch, heads, seq, keys]`, `true` = may not attend).
     fn attend_masked(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -80,6 +56,15 @@ impl FusedAttention for Flex {
         Self::attention(q, k, v, Some(mask), None, options(scale))
     }
 }
+
+fn options(scale: f64) -> AttentionModuleOptions {
+    AttentionModuleOptions {
+        scale: Some(scale),
+        ..Default::default()
+    }
+}
+
+impl FusedAttention for Flex {}
 
 /// The backward step: the inputs, the output and the mask are kept (the graph keeps them for
 /// the fallback's matmuls too).
