@@ -284,7 +284,7 @@ enum DataCommand {
         train: usize,
         /// Questions per training conversation (1–3; after the first, only color, shape and
         /// count).
-        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=3))]
+        #[arg(long, default_value_t = 1, value_parser = nuri::shapes::parse_turns)]
         turns: usize,
         /// Validation scenes per family (each asked in both languages).
         #[arg(long, default_value_t = 16)]

@@ -46,7 +46,7 @@ pub struct QuickstartOptions {
     /// Questions per training conversation (1–3; after the first, only color and shape).
     /// More turns teach color and shape sooner, but keep this small model from learning
     /// position and direction in the budget.
-    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=3))]
+    #[arg(long, default_value_t = 1, value_parser = crate::shapes::parse_turns)]
     pub turns: usize,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,

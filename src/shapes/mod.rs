@@ -67,6 +67,16 @@ pub struct ShapesOptions {
     pub test: usize,
 }
 
+/// `--turns`: questions per training conversation, 1 to 3.
+pub fn parse_turns(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n @ 1..=3) => Ok(n),
+        _ => Err(format!(
+            "expected 1, 2 or 3 questions per conversation, got `{text}`"
+        )),
+    }
+}
+
 impl ShapesOptions {
     pub fn families(&self) -> Vec<Family> {
         let mut f = Family::LEVEL1.to_vec();
