@@ -180,6 +180,7 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
         std::fs::remove_dir_all(&run_dir)
             .with_context(|| format!("removing the previous run {}", run_dir.display()))?;
     }
+    let lr_vision = o.lr_vision.unwrap_or(o.lr);
     let config: nuri_train::TrainConfig = serde_json::from_value(json!({
         "out_dir": run_dir,
         "seed": o.seed,
@@ -199,8 +200,8 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
         },
         "optim": {
             "lr": o.lr,
-            "lr_vision": o.lr_vision.unwrap_or(o.lr),
-            "lr_merger": o.lr_vision.unwrap_or(o.lr),
+            "lr_vision": lr_vision,
+            "lr_merger": lr_vision,
             "weight_decay": 0.01, "warmup_steps": 30, "min_lr_ratio": 0.05,
             "max_grad_norm": 1.0,
         },
