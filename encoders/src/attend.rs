@@ -19,10 +19,12 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{BoolTensor, FloatTensor};
-use burn::backend::{Autodiff, Backend, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
+
+use crate::on_flex;
 
 /// What a masked score becomes before the softmax of the backward pass: finite, so that a
 /// row whose every key is masked (a padding query) stays finite until it is zeroed.
@@ -192,14 +194,6 @@ impl<B: Backend, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         attend_autodiff::<B, C>(q, k, v, Some(mask), scale)
     }
-}
-
-/// Whether `device` is the flex (CPU) backend, with or without autodiff.
-fn on_flex(device: &burn::tensor::Device) -> bool {
-    matches!(
-        device.as_dispatch().clone().inner(),
-        DispatchDevice::Flex(_)
-    )
 }
 
 /// `softmax(q·kᵀ/√head_dim [masked])·v`; `mask` is `true` where attention is forbidden.

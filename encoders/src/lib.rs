@@ -2,6 +2,7 @@
 //! (patch merger) into the language model's width. Later: media decoding, frame sampling,
 //! resize/normalize/patchify.
 
+pub mod act;
 pub mod attend;
 pub mod image;
 pub mod norm;
@@ -20,4 +21,13 @@ pub(crate) fn round_half_even(x: f64) -> f64 {
     } else {
         r
     }
+}
+
+/// Whether `device` is the flex (CPU) backend, with or without autodiff: where the fused
+/// operations of `attend` and `act` run.
+pub(crate) fn on_flex(device: &burn::tensor::Device) -> bool {
+    matches!(
+        device.as_dispatch().clone().inner(),
+        burn::backend::DispatchDevice::Flex(_)
+    )
 }

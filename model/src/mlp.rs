@@ -2,8 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
+use nuri_encoders::act::swiglu;
 
 use crate::config::TextConfig;
 
@@ -43,7 +43,8 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone())); // [b, s, inner]
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone()); // [b, s, inner]
+        self.down_proj
+            .forward(swiglu(gate, self.up_proj.forward(x)))
     }
 }

@@ -5,7 +5,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{DType, Device, Tensor};
 
 use super::config::{VisionConfig, VisionError, count_patches};
@@ -132,8 +131,7 @@ pub struct VisionMlp {
 
 /// QuickGELU, `x · σ(1.702 x)` (the reference config's `hidden_act`).
 fn quick_gelu(x: Tensor<2>) -> Tensor<2> {
-    const QUICK_GELU_SCALE: f64 = 1.702;
-    x.clone() * sigmoid(x * QUICK_GELU_SCALE)
+    crate::act::sigmoid_gate(x, 1.702)
 }
 
 /// One pre-norm transformer block.
