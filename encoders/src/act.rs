@@ -160,7 +160,7 @@ mod reference {
 
 /// The element loops. Each public function picks the AVX2 + FMA build of its loop when the
 /// CPU has those (checked once per call, a cached flag read), else the baseline build.
-mod kernels {
+pub(crate) mod kernels {
     /// `e^x`, |relative error| < 2e-7 over the clamped range [-87, 88] (so `2ⁿ` stays a
     /// normal float): `x = n·ln2 + r` with `n` rounded by the 1.5·2²³ trick, `e^r` by a
     /// degree-6 Taylor polynomial (|r| ≤ ln2/2), `2ⁿ` built in the exponent bits. Branch-free,
@@ -252,6 +252,130 @@ mod kernels {
                 *dg = d * u * s * (1.0 + g * (1.0 - s));
             }
         }
+    }
+
+    /// Lanes of the reductions below: separate accumulators the compiler keeps in one vector.
+    const LANES: usize = 8;
+
+    /// The largest of `row`, where `keep` (if given) is 0; −∞ when none is.
+    #[inline(always)]
+    fn row_max(row: &[f32], keep: Option<&[u8]>) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let chunks = row.len() / LANES * LANES;
+        match keep {
+            None => {
+                for c in row[..chunks].chunks_exact(LANES) {
+                    for (a, &x) in acc.iter_mut().zip(c) {
+                        *a = a.max(x);
+                    }
+                }
+                for &x in &row[chunks..] {
+                    acc[0] = acc[0].max(x);
+                }
+            }
+            Some(m) => {
+                for (c, f) in row[..chunks].chunks_exact(LANES).zip(m.chunks_exact(LANES)) {
+                    for ((a, &x), &f) in acc.iter_mut().zip(c).zip(f) {
+                        *a = a.max(if f == 0 { x } else { f32::NEG_INFINITY });
+                    }
+                }
+                for (&x, &f) in row[chunks..].iter().zip(&m[chunks..]) {
+                    if f == 0 {
+                        acc[0] = acc[0].max(x);
+                    }
+                }
+            }
+        }
+        acc.into_iter().fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    #[inline(always)]
+    fn row_sum(row: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let chunks = row.len() / LANES * LANES;
+        for c in row[..chunks].chunks_exact(LANES) {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += x;
+            }
+        }
+        acc.into_iter().sum::<f32>() + row[chunks..].iter().sum::<f32>()
+    }
+
+    dispatched! {
+        /// Each row of `scores` (rows of `len`) becomes `softmax(scale · row)` over the keys
+        /// that `mask` (same layout, nonzero = forbidden) allows; forbidden keys get 0, and a
+        /// row with no allowed key becomes all zeros (a padding query attends to nothing).
+        fn softmax_rows(scores: &mut [f32], len: usize, scale: f32, mask: Option<&[u8]>) {
+            for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+                let keep = mask.map(|m| &m[i * len..(i + 1) * len]);
+                let max = row_max(row, keep);
+                if max == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                    continue;
+                }
+                match keep {
+                    None => {
+                        for x in row.iter_mut() {
+                            *x = exp(scale * (*x - max));
+                        }
+                    }
+                    Some(m) => {
+                        for (x, &f) in row.iter_mut().zip(m) {
+                            let e = exp(scale * (*x - max));
+                            *x = if f == 0 { e } else { 0.0 };
+                        }
+                    }
+                }
+                let inv = 1.0 / row_sum(row);
+                for x in row.iter_mut() {
+                    *x *= inv;
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn softmax_rows_against_f64() {
+        let (rows, len, scale) = (5, 37, 0.3f32);
+        let mut scores: Vec<f32> = (0..rows * len)
+            .map(|i| ((i * 7919) % 101) as f32 - 50.0)
+            .collect();
+        let mask: Vec<u8> = (0..rows * len)
+            .map(|i| u8::from(i % 5 == 0 || i / len == 3))
+            .collect();
+        let want: Vec<f64> = scores
+            .chunks(len)
+            .zip(mask.chunks(len))
+            .flat_map(|(r, m)| {
+                let max = r
+                    .iter()
+                    .zip(m)
+                    .filter(|(_, f)| **f == 0)
+                    .map(|(x, _)| *x as f64);
+                let max = max.fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = r
+                    .iter()
+                    .zip(m)
+                    .map(|(x, f)| {
+                        if *f == 0 {
+                            (scale as f64 * (*x as f64 - max)).exp()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let sum: f64 = e.iter().sum();
+                e.into_iter()
+                    .map(move |x| if sum > 0.0 { x / sum } else { 0.0 })
+            })
+            .collect();
+        softmax_rows(&mut scores, len, scale, Some(&mask));
+        for (got, want) in scores.iter().zip(&want) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} against {want}");
+        }
+        // Row 3 is masked entirely: zeros.
+        assert!(scores[3 * len..4 * len].iter().all(|&x| x == 0.0));
     }
 
     #[cfg(test)]
