@@ -25,28 +25,38 @@ use burn::tensor::{Bytes, DType, Tensor};
 
 use crate::on_flex;
 
-/// The activations as operations of their own (see the module docs).
+/// The activations as operations of their own (see the module docs). The default bodies are
+/// Burn's operations; flex overrides them with its kernels and autodiff the forwards with
+/// its backward steps.
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedActivation: Backend {
     /// `x·σ(alpha·x)`: SiLU at `alpha` 1, QuickGELU at 1.702.
-    fn sigmoid_gate(x: FloatTensor<Self>, alpha: f32) -> FloatTensor<Self>;
+    fn sigmoid_gate(x: FloatTensor<Self>, alpha: f32) -> FloatTensor<Self> {
+        reference::sigmoid_gate::<Self>(x, alpha)
+    }
 
     /// The gradient of `sigmoid_gate` with respect to `x`, given the output's gradient.
     fn sigmoid_gate_backward(
         x: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         alpha: f32,
-    ) -> FloatTensor<Self>;
+    ) -> FloatTensor<Self> {
+        reference::sigmoid_gate_backward::<Self>(x, grad, alpha)
+    }
 
     /// `silu(gate)·up` (same shapes).
-    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference::swiglu::<Self>(gate, up)
+    }
 
     /// The gradients of `swiglu` with respect to `gate` and `up`.
     fn swiglu_backward(
         gate: FloatTensor<Self>,
         up: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        reference::swiglu_backward::<Self>(gate, up, grad)
+    }
 }
 
 /// Whether every tensor is f32 (the kernels' type; others take Burn's operations).
@@ -456,15 +466,6 @@ impl<B: FusedActivation, C: CheckpointStrategy> FusedActivation for Autodiff<B, 
         }
     }
 
-    fn sigmoid_gate_backward(
-        x: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        alpha: f32,
-    ) -> FloatTensor<Self> {
-        // Second derivatives are not needed: the composed operations give them.
-        reference::sigmoid_gate_backward::<Self>(x, grad, alpha)
-    }
-
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         match SwigluBackward
             .prepare::<C>([gate.node(), up.node()])
@@ -480,14 +481,6 @@ impl<B: FusedActivation, C: CheckpointStrategy> FusedActivation for Autodiff<B, 
                 prep.finish(B::swiglu(gate.into_primitive(), up.into_primitive()))
             }
         }
-    }
-
-    fn swiglu_backward(
-        gate: FloatTensor<Self>,
-        up: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        reference::swiglu_backward::<Self>(gate, up, grad)
     }
 }
 

@@ -302,19 +302,6 @@ impl<B: FusedAttention, C: CheckpointStrategy> FusedAttention for Autodiff<B, C>
     ) -> FloatTensor<Self> {
         attend_autodiff::<B, C>(q, k, v, Some(mask), scale)
     }
-
-    fn probs(q: FloatTensor<Self>, k: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        composed_probs::<Self>(q, k, None, scale)
-    }
-
-    fn probs_masked(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        mask: BoolTensor<Self>,
-        scale: f64,
-    ) -> FloatTensor<Self> {
-        composed_probs::<Self>(q, k, Some(mask), scale)
-    }
 }
 
 /// `softmax(q·kᵀ/√head_dim [masked])·v`; `mask` is `true` where attention is forbidden.
