@@ -115,29 +115,25 @@ fn flex_probs(
     if q.dtype() != DType::F32 || k.dtype() != DType::F32 {
         return None;
     }
+    let [b, h, s, _] = q.layout().shape().dims::<4>();
+    let keys = k.layout().shape().dims::<4>()[2];
     let mask = match mask {
         Some(m) => {
             let bytes_per_flag =
                 matches!(m.dtype(), DType::Bool(BoolStore::Native | BoolStore::U8));
-            let [b, h, s, _] = q.layout().shape().dims::<4>();
-            let t = k.layout().shape().dims::<4>()[2];
-            if !bytes_per_flag || m.layout().shape().dims::<4>() != [b, h, s, t] {
+            if !bytes_per_flag || m.layout().shape().dims::<4>() != [b, h, s, keys] {
                 return None;
             }
             Some(m.to_contiguous())
         }
         None => None,
     };
+    // A contiguous mask's flags are its bytes from its start offset on.
+    let flags = mask
+        .as_ref()
+        .map(|m| &m.bytes()[m.layout().start_offset()..][..b * h * s * keys]);
     let scores = Flex::float_matmul(q.clone(), Flex::float_transpose(k.clone()));
     let mut scores = scores.to_contiguous();
-    let keys = *scores.layout().shape().as_slice().last()?;
-    let flags = mask.as_ref().and_then(|m| {
-        let (start, end) = m.layout().contiguous_offsets()?;
-        Some(&m.bytes()[start..end])
-    });
-    if mask.is_some() && flags.is_none() {
-        return None;
-    }
     softmax_rows(scores.storage_mut::<f32>(), keys, scale as f32, flags);
     Some(scores)
 }
