@@ -48,6 +48,10 @@ pub struct BenchOptions {
     /// decode1, decode8).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Side of the square fp32 matmul that measures the device's own rate (1024 suits a
+    /// CPU; a large GPU needs 4096 or more to be busy).
+    #[arg(long, default_value_t = 1024)]
+    pub matmul_size: usize,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -59,7 +63,7 @@ pub struct BenchOptions {
 /// One phase's measurements: `units` per run, and seconds per run.
 #[derive(Debug, Clone)]
 pub struct Phase {
-    pub name: &'static str,
+    pub name: String,
     /// What is counted ("samples", "images", "tokens", "GFLOP").
     pub unit: &'static str,
     /// Units per run.
@@ -251,7 +255,7 @@ pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
     let mut phases = Vec::new();
 
     if want("matmul") {
-        let n = 1024;
+        let n = o.matmul_size;
         let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
         let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
         let seconds = time_runs(o.warmup, o.runs, || {
@@ -260,7 +264,7 @@ pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
         })?;
         let flops = 2.0 * (n * n * n) as f64;
         phases.push(Phase {
-            name: "matmul 1024³ fp32",
+            name: format!("matmul {n}³ fp32"),
             unit: "GFLOP",
             units: flops / 1e9,
             tokens: None,
@@ -304,7 +308,7 @@ pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
         let g = o.image / config.vision.patch_size;
         let patches = (o.batch * g * g) as f64;
         phases.push(Phase {
-            name: "train step",
+            name: "train step".into(),
             unit: "samples",
             units: o.batch as f64,
             tokens: Some(tokens),
@@ -334,7 +338,7 @@ pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
         })?;
         let patches = (images * grids[0][1] * grids[0][2]) as f64;
         phases.push(Phase {
-            name,
+            name: name.into(),
             unit: "images",
             units: images as f64,
             tokens: None,
@@ -353,7 +357,7 @@ pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
         })?;
         let tokens = o.prefill_tokens as f64;
         phases.push(Phase {
-            name: "prefill",
+            name: "prefill".into(),
             unit: "tokens",
             units: tokens,
             tokens: None,
@@ -399,7 +403,7 @@ pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
             .collect::<Result<Vec<f64>>>()?;
         let tokens = (batch * n) as f64;
         phases.push(Phase {
-            name,
+            name: name.into(),
             unit: "tokens",
             units: tokens,
             tokens: None,
@@ -512,11 +516,12 @@ mod tests {
             prefill_tokens: 16,
             decode_tokens: 4,
             only: Vec::new(),
+            matmul_size: 1024,
             json: None,
             export_config: None,
         };
         let phases = run(&options).expect("bench runs");
-        let names: Vec<&str> = phases.iter().map(|p| p.name).collect();
+        let names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
             [

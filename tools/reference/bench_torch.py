@@ -1,5 +1,5 @@
-"""The shapes of `nuri bench`, through transformers' Qwen2-VL in PyTorch (CPU), for a
-side-by-side comparison. Offline: the model is built from a config.json that
+"""The shapes of `nuri bench`, through transformers' Qwen2-VL in PyTorch (CPU, or a CUDA GPU
+with `--device cuda`), for a side-by-side comparison. Offline: the model is built from a config.json that
 `nuri bench --preset P --export-config DIR` writes; weights are random.
 
     cargo run --release -- bench --preset quickstart --export-config /tmp/qs-config
@@ -10,7 +10,9 @@ side-by-side comparison. Offline: the model is built from a config.json that
 Same defaults as `nuri bench`: batch 8 of one 112×112 image + 64 text tokens per training
 step, 4 images at 224² and 1 at 448² for the vision encoder, a 256-token prefill, 64 decoded
 tokens after a 64-token prompt at batch 1 and 8, 2 warm-up + 5 measured runs, as many
-threads as `--threads` (default: the CPU count, as Burn's flex backend uses).
+threads as `--threads` (default: the CPU count, as Burn's flex backend uses). On a GPU
+(`--device cuda`, fp32 unless `--dtype bfloat16`) every timed run ends with a synchronize, and
+the peak memory reported is the GPU's (`torch.cuda.max_memory_allocated`).
 """
 
 import argparse
@@ -23,13 +25,20 @@ import time
 import torch
 
 
+def sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(warmup, runs, fn):
     for _ in range(warmup):
         fn()
+    sync()
     out = []
     for _ in range(runs):
         t = time.perf_counter()
         fn()
+        sync()
         out.append(time.perf_counter() - t)
     return out
 
@@ -58,6 +67,9 @@ def main():
     ap.add_argument("--text-tokens", type=int, default=64)
     ap.add_argument("--prefill-tokens", type=int, default=256)
     ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    ap.add_argument("--matmul-size", type=int, default=1024)
     ap.add_argument("--json")
     ap.add_argument("--compare", nargs=2, metavar=("NURI_JSON", "TORCH_JSON"))
     a = ap.parse_args()
@@ -70,7 +82,9 @@ def main():
     torch.manual_seed(0)
     config = Qwen2VLConfig.from_pretrained(a.config)
     config._attn_implementation = "sdpa"
-    model = Qwen2VLForConditionalGeneration(config).float()
+    dev = torch.device(a.device)
+    dtype = getattr(torch, a.dtype)
+    model = Qwen2VLForConditionalGeneration(config).to(device=dev, dtype=dtype)
     vc = config.vision_config
     tc = config.text_config if hasattr(config, "text_config") else config
     p, m, t = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size
@@ -80,14 +94,18 @@ def main():
     phases = []
 
     # The machine's fp32 matmul rate.
-    n = 1024
-    x, y = torch.randn(n, n), torch.randn(n, n)
+    n = a.matmul_size
+    x, y = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     secs = timed(a.warmup, a.runs, lambda: (x @ y).sum().item())
-    phases.append(phase("matmul 1024³ fp32", "GFLOP", 2 * n**3 / 1e9, secs))
+    phases.append(phase(f"matmul {n}³ fp32", "GFLOP", 2 * n**3 / 1e9, secs))
+    if dtype != torch.float32:
+        xb, yb = x.to(dtype), y.to(dtype)
+        secs = timed(a.warmup, a.runs, lambda: (xb @ yb).sum().item())
+        phases.append(phase(f"matmul {n}³ {a.dtype}", "GFLOP", 2 * n**3 / 1e9, secs))
 
     def images(count, side):
         g = side // p
-        return torch.randn(count * g * g, patch_dim), torch.tensor([[1, g, g]] * count)
+        return torch.randn(count * g * g, patch_dim, device=dev, dtype=dtype), torch.tensor([[1, g, g]] * count, device=dev)
 
     # Training step: forward + backward + AdamW.
     g = a.image // p
@@ -97,7 +115,7 @@ def main():
     for _ in range(a.batch):
         text = [i for i in torch.randint(0, vocab, (a.text_tokens * 2,), generator=gen).tolist() if i not in specials][: a.text_tokens]
         rows.append([config.vision_start_token_id] + [config.image_token_id] * pads + [config.vision_end_token_id] + text)
-    ids = torch.tensor(rows)
+    ids = torch.tensor(rows, device=dev)
     # transformers 5 wants the modality of each token (1: image) for M-RoPE.
     mm_types = (ids == config.image_token_id).long()
     pixels, grid = images(a.batch, a.image)
@@ -123,26 +141,28 @@ def main():
             phases.append(phase(name, "images", count, secs))
 
         text_vocab = min(vocab, min(specials))
-        prompt = torch.tensor([[(i * 7919 + 13) % text_vocab for i in range(a.prefill_tokens)]])
+        prompt = torch.tensor([[(i * 7919 + 13) % text_vocab for i in range(a.prefill_tokens)]], device=dev)
         secs = timed(a.warmup, a.runs, lambda: model(input_ids=prompt, use_cache=False).logits.sum().item())
         phases.append(phase("prefill", "tokens", a.prefill_tokens, secs))
 
         for batch in (1, 8):
             k = a.decode_tokens
             flat = [(i * 7919 + 13) % text_vocab for i in range(batch * k)]
-            prompt = torch.tensor(flat).reshape(batch, k)
+            prompt = torch.tensor(flat, device=dev).reshape(batch, k)
 
-            mask = torch.ones(batch, k, dtype=torch.long)
+            mask = torch.ones(batch, k, dtype=torch.long, device=dev)
 
             def decode():
                 # transformers' own greedy loop with its KV cache; the prompt's forward is
                 # timed alone and subtracted.
                 t0 = time.perf_counter()
                 model(input_ids=prompt, attention_mask=mask, use_cache=True)
+                sync()
                 t_prefill = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=k + 1,
                                min_new_tokens=k + 1, do_sample=False, pad_token_id=0)
+                sync()
                 return time.perf_counter() - t0 - t_prefill
 
             for _ in range(a.warmup):
@@ -150,10 +170,12 @@ def main():
             secs = [decode() for _ in range(a.runs)]
             phases.append(phase(f"decode, batch {batch}", "tokens", batch * k, secs))
 
+    where = f"{a.threads} threads" if dev.type == "cpu" else f"{torch.cuda.get_device_name(dev)}, {a.dtype}"
     result = {
-        "implementation": f"transformers (torch {torch.__version__}, {a.threads} threads)",
+        "implementation": f"transformers (torch {torch.__version__}, {where})",
         "parameters": sum(q.numel() for q in model.parameters()),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mib": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "phases": phases,
     }
     for ph in phases:
@@ -161,6 +183,8 @@ def main():
         if ph["tokens_per_s"]:
             print(f"{'':<22} {ph['tokens_per_s']:>10.1f} tokens/s")
     print(f"peak resident memory   {result['peak_rss_mib']:.0f} MiB")
+    if result["peak_gpu_mib"] is not None:
+        print(f"peak GPU memory        {result['peak_gpu_mib']:.0f} MiB")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=2)
