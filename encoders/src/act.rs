@@ -17,12 +17,14 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Bytes, DType, Tensor};
 
+use crate::fused::{all_f32, f32_tensor, values};
+use crate::kernels;
 use crate::on_flex;
 
 /// The activations as operations of their own (see the module docs). The default bodies are
@@ -57,22 +59,6 @@ pub trait FusedActivation: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         reference::swiglu_backward::<Self>(gate, up, grad)
     }
-}
-
-/// Whether every tensor is f32 (the kernels' type; others take Burn's operations).
-fn all_f32(tensors: &[&FlexTensor]) -> bool {
-    tensors.iter().all(|t| t.dtype() == DType::F32)
-}
-
-/// A contiguous copy's f32 data (no copy when the tensor already is contiguous).
-fn values(t: &FlexTensor) -> (FlexTensor, Layout) {
-    let t = t.to_contiguous();
-    let layout = Layout::contiguous(t.layout().shape().clone());
-    (t, layout)
-}
-
-fn f32_tensor(data: Vec<f32>, layout: Layout) -> FlexTensor {
-    FlexTensor::new(Bytes::from_elems(data), layout, DType::F32)
 }
 
 impl FusedActivation for Flex {
@@ -168,262 +154,12 @@ mod reference {
     }
 }
 
-/// The element loops. Each public function picks the AVX2 + FMA build of its loop when the
-/// CPU has those (checked once per call, a cached flag read), else the baseline build.
-pub(crate) mod kernels {
-    /// `e^x`, |relative error| < 2e-7 over the clamped range [-87, 88] (so `2ⁿ` stays a
-    /// normal float): `x = n·ln2 + r` with `n` rounded by the 1.5·2²³ trick, `e^r` by a
-    /// degree-6 Taylor polynomial (|r| ≤ ln2/2), `2ⁿ` built in the exponent bits. Branch-free,
-    /// so loops over it vectorize.
-    #[inline(always)]
-    fn exp(x: f32) -> f32 {
-        const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
-        let x = x.clamp(-87.0, 88.0);
-        let t = x * std::f32::consts::LOG2_E + ROUND;
-        let n = t - ROUND;
-        // ln2 split in two so that n·ln2 is exact enough.
-        let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-        let p = 1.0
-            + r * (1.0
-                + r * (0.5
-                    + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-        // t's low mantissa bits hold n (two's complement offset from ROUND's bits).
-        let n_bits = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-        p * f32::from_bits(((n_bits + 127) << 23) as u32)
-    }
-
-    #[inline(always)]
-    fn sigmoid(x: f32) -> f32 {
-        1.0 / (1.0 + exp(-x))
-    }
-
-    /// Defines `$name` (dispatching) over an `#[inline(always)]` body, with an AVX2 + FMA
-    /// build of the same body.
-    macro_rules! dispatched {
-        ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-            $(#[$doc])*
-            pub fn $name($($arg: $ty),*) {
-                #[inline(always)]
-                fn body($($arg: $ty),*) $body
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx2,fma")]
-                    fn avx2($($arg: $ty),*) {
-                        body($($arg),*)
-                    }
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                    {
-                        // SAFETY: the CPU has the features `avx2` was compiled for.
-                        return unsafe { avx2($($arg),*) };
-                    }
-                }
-                body($($arg),*)
-            }
-        };
-    }
-
-    dispatched! {
-        /// `out = x·σ(alpha·x)`
-        fn sigmoid_gate(x: &[f32], alpha: f32, out: &mut [f32]) {
-            for (o, &x) in out.iter_mut().zip(x) {
-                *o = x * sigmoid(alpha * x);
-            }
-        }
-    }
-
-    dispatched! {
-        /// `dx = grad·σ·(1 + alpha·x·(1 − σ))`, σ = σ(alpha·x)
-        fn sigmoid_gate_backward(x: &[f32], grad: &[f32], alpha: f32, dx: &mut [f32]) {
-            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(grad) {
-                let s = sigmoid(alpha * x);
-                *d = g * s * (1.0 + alpha * x * (1.0 - s));
-            }
-        }
-    }
-
-    dispatched! {
-        /// `out = gate·σ(gate)·up`
-        fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                *o = g * sigmoid(g) * u;
-            }
-        }
-    }
-
-    dispatched! {
-        /// `dgate = grad·up·σ·(1 + gate·(1 − σ))`, `dup = grad·gate·σ`, σ = σ(gate)
-        fn swiglu_backward(gate: &[f32], up: &[f32], grad: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
-            for (((dg, du), (&g, &u)), &d) in
-                dgate.iter_mut().zip(dup.iter_mut()).zip(gate.iter().zip(up)).zip(grad)
-            {
-                let s = sigmoid(g);
-                *du = d * g * s;
-                *dg = d * u * s * (1.0 + g * (1.0 - s));
-            }
-        }
-    }
-
-    /// Lanes of the reductions below: separate accumulators the compiler keeps in one vector.
-    const LANES: usize = 8;
-
-    /// The largest of `row`, where `keep` (if given) is 0; −∞ when none is.
-    #[inline(always)]
-    fn row_max(row: &[f32], keep: Option<&[u8]>) -> f32 {
-        let mut acc = [f32::NEG_INFINITY; LANES];
-        let chunks = row.len() / LANES * LANES;
-        match keep {
-            None => {
-                for c in row[..chunks].chunks_exact(LANES) {
-                    for (a, &x) in acc.iter_mut().zip(c) {
-                        *a = a.max(x);
-                    }
-                }
-                for &x in &row[chunks..] {
-                    acc[0] = acc[0].max(x);
-                }
-            }
-            Some(m) => {
-                for (c, f) in row[..chunks].chunks_exact(LANES).zip(m.chunks_exact(LANES)) {
-                    for ((a, &x), &f) in acc.iter_mut().zip(c).zip(f) {
-                        *a = a.max(if f == 0 { x } else { f32::NEG_INFINITY });
-                    }
-                }
-                for (&x, &f) in row[chunks..].iter().zip(&m[chunks..]) {
-                    if f == 0 {
-                        acc[0] = acc[0].max(x);
-                    }
-                }
-            }
-        }
-        acc.into_iter().fold(f32::NEG_INFINITY, f32::max)
-    }
-
-    #[inline(always)]
-    fn row_sum(row: &[f32]) -> f32 {
-        let mut acc = [0.0f32; LANES];
-        let chunks = row.len() / LANES * LANES;
-        for c in row[..chunks].chunks_exact(LANES) {
-            for (a, &x) in acc.iter_mut().zip(c) {
-                *a += x;
-            }
-        }
-        acc.into_iter().sum::<f32>() + row[chunks..].iter().sum::<f32>()
-    }
-
-    dispatched! {
-        /// Each row of `scores` (rows of `len`) becomes `softmax(scale · row)` over the keys
-        /// that `mask` (same layout, nonzero = forbidden) allows; forbidden keys get 0, and a
-        /// row with no allowed key becomes all zeros (a padding query attends to nothing).
-        fn softmax_rows(scores: &mut [f32], len: usize, scale: f32, mask: Option<&[u8]>) {
-            for (i, row) in scores.chunks_exact_mut(len).enumerate() {
-                let keep = mask.map(|m| &m[i * len..(i + 1) * len]);
-                let max = row_max(row, keep);
-                if max == f32::NEG_INFINITY {
-                    row.fill(0.0);
-                    continue;
-                }
-                match keep {
-                    None => {
-                        for x in row.iter_mut() {
-                            *x = exp(scale * (*x - max));
-                        }
-                    }
-                    Some(m) => {
-                        for (x, &f) in row.iter_mut().zip(m) {
-                            let e = exp(scale * (*x - max));
-                            *x = if f == 0 { e } else { 0.0 };
-                        }
-                    }
-                }
-                let inv = 1.0 / row_sum(row);
-                for x in row.iter_mut() {
-                    *x *= inv;
-                }
-            }
-        }
-    }
-
-    #[cfg(test)]
-    #[test]
-    fn softmax_rows_against_f64() {
-        let (rows, len, scale) = (5, 37, 0.3f32);
-        let mut scores: Vec<f32> = (0..rows * len)
-            .map(|i| ((i * 7919) % 101) as f32 - 50.0)
-            .collect();
-        let mask: Vec<u8> = (0..rows * len)
-            .map(|i| u8::from(i % 5 == 0 || i / len == 3))
-            .collect();
-        let want: Vec<f64> = scores
-            .chunks(len)
-            .zip(mask.chunks(len))
-            .flat_map(|(r, m)| {
-                let max = r
-                    .iter()
-                    .zip(m)
-                    .filter(|(_, f)| **f == 0)
-                    .map(|(x, _)| *x as f64);
-                let max = max.fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = r
-                    .iter()
-                    .zip(m)
-                    .map(|(x, f)| {
-                        if *f == 0 {
-                            (scale as f64 * (*x as f64 - max)).exp()
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                let sum: f64 = e.iter().sum();
-                e.into_iter()
-                    .map(move |x| if sum > 0.0 { x / sum } else { 0.0 })
-            })
-            .collect();
-        softmax_rows(&mut scores, len, scale, Some(&mask));
-        for (got, want) in scores.iter().zip(&want) {
-            assert!((*got as f64 - want).abs() < 1e-6, "{got} against {want}");
-        }
-        // Row 3 is masked entirely: zeros.
-        assert!(scores[3 * len..4 * len].iter().all(|&x| x == 0.0));
-    }
-
-    #[cfg(test)]
-    #[test]
-    fn exp_is_accurate_over_its_range() {
-        let mut worst = 0.0f64;
-        let mut x = -87.0f32;
-        while x <= 88.0 {
-            let (got, want) = (exp(x) as f64, (x as f64).exp());
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.001_37;
-        }
-        assert!(worst < 3e-7, "worst relative error {worst:e}");
-        // Clamped outside: finite and monotone at the ends.
-        assert!(exp(-1e30) > 0.0 && exp(-1e30) <= exp(-87.0));
-        assert!(exp(1e30).is_finite() && exp(f32::INFINITY).is_finite());
-    }
-}
-
-#[derive(Debug)]
-struct SigmoidGateBackward;
-
-impl<B: FusedActivation> Backward<B, 1> for SigmoidGateBackward {
-    type State = (FloatTensor<B>, f32);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let (x, alpha) = ops.state;
-        let grad = grads.consume::<B>(&ops.node);
-        if let [Some(node)] = ops.parents {
-            grads.register::<B>(node.id, B::sigmoid_gate_backward(x, grad, alpha));
-        }
-    }
-}
+one_input_backward!(
+    SigmoidGateBackward,
+    FusedActivation,
+    (FloatTensor<B>, f32),
+    |(x, alpha), grad| B::sigmoid_gate_backward(x, grad, alpha)
+);
 
 #[derive(Debug)]
 struct SwigluBackward;

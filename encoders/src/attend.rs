@@ -27,7 +27,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, BoolStore, DType, Tensor};
 
-use crate::act::kernels::softmax_rows;
+use crate::kernels::softmax_rows;
 use crate::on_flex;
 
 /// What a masked score becomes before the softmax of the backward pass: finite, so that a

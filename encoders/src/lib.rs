@@ -2,11 +2,16 @@
 //! (patch merger) into the language model's width. Later: media decoding, frame sampling,
 //! resize/normalize/patchify.
 
+#[macro_use]
+mod fused;
+
 pub mod act;
 pub mod attend;
 pub mod image;
+pub(crate) mod kernels;
 pub mod norm;
 pub mod projector;
+pub mod rowops;
 pub mod video;
 pub mod vision;
 

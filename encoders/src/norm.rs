@@ -31,11 +31,7 @@ impl LayerNorm {
     /// # Shapes
     /// - `x`: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mean = x.clone().mean_dim(D - 1);
-        let centered = x - mean;
-        let var = centered.clone().square().mean_dim(D - 1);
-        let normed = centered / (var + self.epsilon).sqrt();
-        normed * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+        crate::rowops::layer_norm(x, self.weight.val(), self.bias.val(), self.epsilon)
     }
 }
 

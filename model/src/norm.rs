@@ -43,6 +43,10 @@ impl RmsNorm {
     /// - `x`: `[..., d_model]` → `[..., d_model]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
+        if dtype == DType::F32 {
+            // One operation (one pass, and one for the gradient) on the CPU.
+            return nuri_encoders::rowops::rms_norm(x, self.weight.val(), self.epsilon);
+        }
         let x = x.cast(DType::F32);
         let rms = (x.clone().square().mean_dim(D - 1) + self.epsilon).sqrt();
         let normed = (x / rms).cast(dtype);

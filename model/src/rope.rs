@@ -10,7 +10,6 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use nuri_encoders::vision::rope2d::rotate_half;
 
 /// The rotary embedding of one model: frequencies and how they are split between streams.
 /// It has no parameters; the tables are recomputed per forward from the position ids.
@@ -96,7 +95,7 @@ impl RotaryTables {
         let dtype = x.dtype();
         let cos = self.cos.clone().cast(dtype);
         let sin = self.sin.clone().cast(dtype);
-        x.clone() * cos + rotate_half(x) * sin
+        nuri_encoders::rowops::rope(x, cos, sin)
     }
 }
 

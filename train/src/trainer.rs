@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use nuri_encoders::rowops::cross_entropy;
 use nuri_infer::Processor;
 use nuri_model::{NuriConfig, NuriModel, load_pretrained, save_pretrained};
 use serde_json::json;
@@ -78,11 +78,10 @@ pub fn labelled_loss(
             .reshape([1, count, d])
     };
     let logits = model.logits(picked).cast(DType::F32); // [1, n, vocab]
-    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [1, count, 1]), device);
-    let loss = log_softmax(logits, 2)
-        .gather(2, targets)
+    let vocab = logits.dims()[2];
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [count]), device);
+    let loss = cross_entropy(logits.reshape([count, vocab]), targets)
         .sum()
-        .neg()
         .div_scalar(count as f64);
     (loss, count)
 }
@@ -672,6 +671,7 @@ fn copy_processor_files(from: &Path, to: &Path) -> Result<(), TrainError> {
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::activation::log_softmax;
     use nuri_model::MultimodalInput;
 
     use super::*;

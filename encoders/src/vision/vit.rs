@@ -8,7 +8,7 @@ use burn::nn::{Initializer, Linear};
 use burn::tensor::{DType, Device, Tensor};
 
 use super::config::{VisionConfig, VisionError, count_patches};
-use super::rope2d::{patch_positions, rotate_half, vision_rotary_tables};
+use super::rope2d::{patch_positions, vision_rotary_tables};
 use crate::attend::attend;
 use crate::norm::{LayerNorm, VISION_LAYER_NORM_EPS};
 use crate::projector::{INIT_STD, PatchMerger, linear};
@@ -91,7 +91,7 @@ impl VisionAttention {
         let rotate = |t: Tensor<3>| {
             let dtype = t.dtype();
             let t = t.cast(DType::F32);
-            (t.clone() * cos.clone() + rotate_half(t) * sin.clone()).cast(dtype)
+            crate::rowops::rope(t, cos.clone(), sin.clone()).cast(dtype)
         };
         let q = rotate(part(0)).swap_dims(0, 1); // [h, n, hd]
         let k = rotate(part(1)).swap_dims(0, 1);
