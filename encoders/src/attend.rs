@@ -25,7 +25,7 @@ use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, BoolStore, DType, Tensor};
+use burn::tensor::{Bool, BoolStore, DType, Tensor, TensorData};
 
 use crate::kernels::softmax_rows;
 use crate::on_flex;
@@ -316,7 +316,15 @@ pub fn attend(
     causal: bool,
 ) -> Tensor<4> {
     let scale = 1.0 / (q.dims()[3] as f64).sqrt();
-    if causal || !on_flex(&q.device()) {
+    let on_cpu = on_flex(&q.device());
+    // On the CPU a causal attention without a mask of its own takes the fused operation with
+    // the causal mask written out (Burn's causal attention differentiates a materialized
+    // softmax built from separate operations).
+    let (mask, causal) = match (mask, causal && on_cpu) {
+        (None, true) => (Some(causal_mask(&q, &k)), false),
+        (mask, _) => (mask, causal),
+    };
+    if causal || !on_cpu {
         let options = AttentionModuleOptions {
             is_causal: causal,
             ..options(scale)
@@ -339,6 +347,20 @@ pub fn attend(
         ),
     };
     Tensor::from_dispatch(out)
+}
+
+/// `true` where key `j` comes after query `i` (the last query sits at the last key), as
+/// `[batch, heads, queries, keys]`, broadcast from one `[queries, keys]` table.
+fn causal_mask(q: &Tensor<4>, k: &Tensor<4>) -> Tensor<4, Bool> {
+    let [b, h, s, _] = q.dims();
+    let t = k.dims()[2];
+    let offset = t.saturating_sub(s);
+    let forbidden: Vec<bool> = (0..s)
+        .flat_map(|i| (0..t).map(move |j| j > i + offset))
+        .collect();
+    Tensor::<2, Bool>::from_data(TensorData::new(forbidden, [s, t]), &q.device())
+        .reshape([1, 1, s, t])
+        .expand([b, h, s, t])
 }
 
 #[cfg(test)]
@@ -400,6 +422,39 @@ mod tests {
                 a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-5));
                 let _ = name;
             }
+        }
+    }
+
+    /// Causal attention without a mask (the fused operation with the mask written out)
+    /// against Burn's causal attention, with keys longer than queries (a cache before them).
+    #[test]
+    fn causal_attention_matches_burns() {
+        let device = burn::tensor::Device::flex().autodiff();
+        let (b, h, s, t, d) = (2, 2, 4, 6, 8);
+        let draw = |shape: [usize; 4]| {
+            Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data()
+        };
+        let (q0, k0, v0) = (draw([b, h, s, d]), draw([b, h, t, d]), draw([b, h, t, d]));
+        let weights = Tensor::<4>::from_data(draw([b, h, s, d]), &device);
+        let run = |fused: bool| {
+            let leaf =
+                |data: &TensorData| Tensor::<4>::from_data(data.clone(), &device).require_grad();
+            let (q, k, v) = (leaf(&q0), leaf(&k0), leaf(&v0));
+            let out = if fused {
+                attend(q.clone(), k.clone(), v.clone(), None, true)
+            } else {
+                let options = AttentionModuleOptions {
+                    is_causal: true,
+                    ..options(1.0 / (d as f64).sqrt())
+                };
+                attention(q.clone(), k.clone(), v.clone(), None, None, options)
+            };
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            let grad = |t: &Tensor<4>| t.grad(&grads).expect("a gradient").into_data();
+            [out.into_data(), grad(&q), grad(&k), grad(&v)]
+        };
+        for (a, b) in run(true).iter().zip(&run(false)) {
+            a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-5));
         }
     }
 }
