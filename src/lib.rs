@@ -1,5 +1,6 @@
 //! The `nuri` crate: the command line and what it shares with the examples and tests.
 
+pub mod alloc;
 pub mod bench;
 pub mod check;
 pub mod device;

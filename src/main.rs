@@ -312,6 +312,7 @@ enum TokenizerCommand {
 }
 
 fn main() -> Result<()> {
+    nuri::alloc::tune();
     match Cli::parse().command {
         Command::Devices => {
             for choice in DeviceChoice::available() {
