@@ -340,11 +340,31 @@ dispatched! {
     }
 }
 
+/// Elements per parallel task of [`softmax_rows`].
+const TASK: usize = 1 << 14;
+
+/// Each row of `scores` (rows of `len`) becomes `softmax(scale · row)` over the keys that
+/// `mask` (same layout, nonzero = forbidden) allows; forbidden keys get 0, and a row with no
+/// allowed key becomes all zeros (a padding query attends to nothing). Chunks of rows run in
+/// parallel on rayon's pool (the one Burn's matmuls use).
+pub fn softmax_rows(scores: &mut [f32], len: usize, scale: f32, mask: Option<&[u8]>) {
+    use rayon::prelude::*;
+    let rows = (TASK / len.max(1)).max(1);
+    if scores.len() <= rows * len {
+        return softmax_chunk(scores, len, scale, mask);
+    }
+    scores
+        .par_chunks_mut(rows * len)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let flags = mask.map(|m| &m[i * rows * len..][..chunk.len()]);
+            softmax_chunk(chunk, len, scale, flags);
+        });
+}
+
 dispatched! {
-    /// Each row of `scores` (rows of `len`) becomes `softmax(scale · row)` over the keys
-    /// that `mask` (same layout, nonzero = forbidden) allows; forbidden keys get 0, and a
-    /// row with no allowed key becomes all zeros (a padding query attends to nothing).
-    fn softmax_rows(scores: &mut [f32], len: usize, scale: f32, mask: Option<&[u8]>) {
+    /// [`softmax_rows`] on one chunk of rows.
+    fn softmax_chunk(scores: &mut [f32], len: usize, scale: f32, mask: Option<&[u8]>) {
         for (i, row) in scores.chunks_exact_mut(len).enumerate() {
             let keep = mask.map(|m| &m[i * len..(i + 1) * len]);
             let max = row_max(row, keep);
@@ -376,7 +396,15 @@ dispatched! {
 #[cfg(test)]
 #[test]
 fn softmax_rows_against_f64() {
-    let (rows, len, scale) = (5, 37, 0.3f32);
+    // 5 rows: one chunk; 1,200 rows: chunks in parallel.
+    for rows in [5, 1200] {
+        softmax_rows_against_f64_with(rows);
+    }
+}
+
+#[cfg(test)]
+fn softmax_rows_against_f64_with(rows: usize) {
+    let (len, scale) = (37, 0.3f32);
     let mut scores: Vec<f32> = (0..rows * len)
         .map(|i| ((i * 7919) % 101) as f32 - 50.0)
         .collect();
