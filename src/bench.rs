@@ -227,6 +227,10 @@ fn random_text(config: &NuriConfig, batch: usize, len: usize, device: &Device) -
 
 /// Runs the benchmark and prints the table.
 pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
+    crate::on_compute_pool(|| run_phases(o))
+}
+
+fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
     let Some(config) = NuriConfig::preset(&o.preset) else {
         bail!(
             "unknown preset `{}` (known: {})",

@@ -377,8 +377,9 @@ fn main() -> Result<()> {
             let config = nuri_train::TrainConfig::load(&config, &set)?;
             let choice: DeviceChoice = config.device.parse()?;
             let devices = choice.devices(config.devices)?;
-            let summary =
-                nuri_train::train(&config, &devices, resume, &mut |line| eprintln!("{line}"))?;
+            let summary = nuri::on_compute_pool(|| {
+                nuri_train::train(&config, &devices, resume, &mut |line| eprintln!("{line}"))
+            })?;
             println!(
                 "trained {} steps: loss {:.4} -> {:.4}, {:.0} tokens/s, {} bad samples skipped",
                 summary.steps,

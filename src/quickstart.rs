@@ -222,7 +222,9 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
         minutes
     );
     let devices = o.device.devices(1)?;
-    let trained = nuri_train::train(&config, &devices, false, &mut |line| eprintln!("{line}"))?;
+    let trained = crate::on_compute_pool(|| {
+        nuri_train::train(&config, &devices, false, &mut |line| eprintln!("{line}"))
+    })?;
     let metrics = read_metrics(&run_dir)?;
     let state = metrics
         .iter()
