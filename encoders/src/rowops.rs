@@ -300,22 +300,23 @@ fn class_rows(
     }
     let (n, len) = (dims[0], dims[1]);
     let targets = targets.to_contiguous();
-    let wide: Vec<i64> = match targets.dtype() {
-        DType::I64 => targets.as_slice::<i64>()?.to_vec(),
+    let class = |t: i64| usize::try_from(t).ok().filter(|&t| t < len);
+    let classes: Vec<usize> = match targets.dtype() {
+        DType::I64 => targets
+            .as_slice::<i64>()?
+            .iter()
+            .map(|&t| class(t))
+            .collect::<Option<_>>()?,
         DType::I32 => targets
             .as_slice::<i32>()?
             .iter()
-            .map(|&t| t as i64)
-            .collect(),
+            .map(|&t| class(t.into()))
+            .collect::<Option<_>>()?,
         _ => return None,
     };
-    if wide.len() != n {
+    if classes.len() != n {
         return None;
     }
-    let classes = wide
-        .into_iter()
-        .map(|t| usize::try_from(t).ok().filter(|&t| t < len))
-        .collect::<Option<Vec<usize>>>()?;
     Some((values(logits).0, len, classes))
 }
 
