@@ -453,11 +453,10 @@ impl<B: FusedRowOps> Backward<B, 2> for RmsNormBackward {
         let grad = grads.consume::<B>(&ops.node);
         let [node_x, node_w] = ops.parents;
         let (dx, dw) = B::rms_norm_backward(x, w, grad, eps);
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, dx);
-        }
-        if let Some(node) = node_w {
-            grads.register::<B>(node.id, dw);
+        for (node, g) in [(node_x, dx), (node_w, dw)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
         }
     }
 }
