@@ -4,8 +4,73 @@
 
 use std::time::Instant;
 
+use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use nuri_model::{CausalLm, ConfigError, TextConfig};
+
+use crate::DeviceChoice;
+use crate::cli::Preset;
+
+/// `nuri check`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    #[arg(long, value_enum, default_value = "tiny")]
+    preset: Preset,
+    /// cpu, wgpu or cuda (the last two need the Cargo feature of the same name).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    #[arg(long, default_value_t = 32)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 32)]
+    new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Largest accepted |cached − full| logit difference.
+    #[arg(long, default_value_t = 1e-3)]
+    tolerance: f32,
+}
+
+impl CheckArgs {
+    /// Runs the check and prints its report; an error when the cache and the full forward
+    /// disagree beyond the tolerance.
+    pub fn run(self) -> Result<()> {
+        let (batch, prompt_len, new_tokens) = (self.batch, self.prompt_len, self.new_tokens);
+        if batch == 0 || prompt_len == 0 || new_tokens < 2 {
+            bail!("--batch and --prompt-len must be at least 1 and --new-tokens at least 2");
+        }
+        let device = self.device.device()?;
+        let shape = CheckShape {
+            batch,
+            prompt_len,
+            new_tokens,
+            seed: self.seed,
+        };
+        let report = run_check(&self.preset.config(), shape, &device)
+            .with_context(|| format!("building the {:?} model", self.preset))?;
+        println!("device            {}", self.device);
+        println!("parameters        {}", report.params);
+        println!(
+            "prefill           {:.1} tokens/s",
+            report.prefill_tokens_per_s
+        );
+        println!(
+            "decode            {:.1} tokens/s",
+            report.decode_tokens_per_s
+        );
+        println!("max |cached-full| {:.3e}", report.max_abs_diff);
+        println!("first row         {:?}", report.generated[0]);
+        if report.max_abs_diff > self.tolerance {
+            bail!(
+                "cached decoding differs from the full forward by {:.3e} (> {:.1e})",
+                report.max_abs_diff,
+                self.tolerance
+            );
+        }
+        Ok(())
+    }
+}
 
 /// What `nuri check` measured.
 #[derive(Debug, Clone)]

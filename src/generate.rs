@@ -1,17 +1,19 @@
-//! `nuri generate`, `nuri chat` and `nuri eval`: a checkpoint directory (a Nuri run's
-//! `final/`, the run directory itself, or any Hugging Face Qwen2-VL directory) answering
-//! questions about images and clips.
+//! `nuri generate` and `nuri chat`: a checkpoint directory (a Nuri run's `final/`, the run
+//! directory itself, or any Hugging Face Qwen2-VL directory) answering questions about
+//! images and clips.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::tensor::{DType, Device};
+use nuri_infer::SamplingParams;
 use nuri_infer::generate::{GenerationRequest, generate};
-use nuri_infer::{Processor, SamplingParams};
 use nuri_model::{NuriModel, load_pretrained};
+use nuri_processor::Processor;
 use serde_json::{Value as Json, json};
+
+use crate::cli::{ModelArgs, SamplingArgs};
 
 /// A model and its processor, loaded from a directory.
 pub struct Loaded {
@@ -63,7 +65,7 @@ pub fn user_message(media: &TurnMedia, text: &str) -> Json {
     let min_pixels = media.min_pixels.or_else(|| {
         media
             .max_pixels
-            .map(|m| m.min(nuri_encoders::image::DEFAULT_MIN_PIXELS))
+            .map(|m| m.min(nuri_media::image::DEFAULT_MIN_PIXELS))
     });
     let bounds = |part: &mut Json| {
         if let Some(m) = media.max_pixels {
@@ -99,6 +101,73 @@ pub fn user_message(media: &TurnMedia, text: &str) -> Json {
         }
     }
     json!({"role": "user", "content": parts})
+}
+
+/// `nuri generate`: answer a question about images and/or a video, streaming the answer.
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// An image (repeatable).
+    #[arg(long)]
+    image: Vec<PathBuf>,
+    /// A video file or folder of frames (repeatable).
+    #[arg(long)]
+    video: Vec<PathBuf>,
+    /// Frames per second to sample from videos.
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Upper bound on resized pixels per image / video frame.
+    #[arg(long)]
+    max_pixels: Option<usize>,
+    /// Put the question before the images and videos in the message (as the quickstart
+    /// model is trained) instead of after them.
+    #[arg(long)]
+    text_first: bool,
+    /// The question.
+    prompt: String,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+impl GenerateArgs {
+    pub fn run(self) -> Result<()> {
+        let loaded = self.model.load()?;
+        let media = TurnMedia {
+            images: self.image,
+            videos: self.video,
+            fps: self.fps,
+            max_pixels: self.max_pixels,
+            text_first: self.text_first,
+            ..Default::default()
+        };
+        run_generate(&loaded, &media, &self.prompt, self.sampling.params())
+    }
+}
+
+/// `nuri chat`: an interactive conversation (/image PATH, /video PATH, /reset, /exit).
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    fps: Option<f64>,
+    #[arg(long)]
+    max_pixels: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+impl ChatArgs {
+    pub fn run(self) -> Result<()> {
+        let loaded = self.model.load()?;
+        let media = TurnMedia {
+            fps: self.fps,
+            max_pixels: self.max_pixels,
+            ..Default::default()
+        };
+        run_chat(&loaded, self.sampling.params(), &media)
+    }
 }
 
 /// Answers one question, printing the answer as it streams.
@@ -206,145 +275,6 @@ pub fn run_chat(loaded: &Loaded, params: SamplingParams, media_template: &TurnMe
         }
     }
     Ok(())
-}
-
-/// One question of a QA file, answered.
-#[derive(Debug, Clone)]
-pub struct Scored {
-    /// `file:line`.
-    pub origin: String,
-    /// The whole JSONL line (its metadata fields: family, lang, ...).
-    pub record: Json,
-    pub expected: String,
-    pub got: String,
-    pub correct: bool,
-}
-
-/// Greedy answers to the last question of every conversation in a QA JSONL file (the
-/// training format), `batch_size` at a time, compared with the reference answer (trimmed,
-/// exact). Unusable lines are reported on stderr and skipped.
-pub fn score_file(
-    loaded: &Loaded,
-    file: &Path,
-    batch_size: usize,
-    max_new_tokens: usize,
-) -> Result<Vec<Scored>> {
-    let (samples, bad) = nuri_train::data::load_jsonl(file, None, false)?;
-    for b in &bad {
-        eprintln!("skipped {b}");
-    }
-    if samples.is_empty() {
-        bail!("{}: no usable samples", file.display());
-    }
-    let records = read_lines(file)?;
-    let mut scored = Vec::new();
-    for chunk in samples.chunks(batch_size.max(1)) {
-        let mut requests = Vec::new();
-        let mut wanted = Vec::new();
-        for sample in chunk {
-            let Some((prompt, answer)) = nuri_infer::split_last_answer(&sample.messages) else {
-                continue;
-            };
-            requests.push(GenerationRequest {
-                messages: prompt,
-                params: SamplingParams {
-                    max_new_tokens,
-                    ..Default::default()
-                },
-            });
-            let line = sample
-                .origin
-                .rsplit(':')
-                .next()
-                .and_then(|l| l.parse::<usize>().ok())
-                .unwrap_or(0);
-            let record = records.get(&line).cloned().unwrap_or(Json::Null);
-            wanted.push((answer, record, sample.origin.clone()));
-        }
-        let out = generate(
-            &loaded.model,
-            &loaded.processor,
-            &requests,
-            &loaded.device,
-            &mut |_, _| {},
-        )?;
-        for (g, (expected, record, origin)) in out.iter().zip(wanted) {
-            let got = g.text.trim().to_string();
-            scored.push(Scored {
-                correct: got == expected,
-                origin,
-                record,
-                expected,
-                got,
-            });
-        }
-    }
-    Ok(scored)
-}
-
-/// Exact-match accuracy of greedy answers over a QA JSONL file (the training format), per
-/// category (`category_field` of each line) and overall; writes a JSON report.
-pub fn run_eval(
-    loaded: &Loaded,
-    file: &Path,
-    category_field: &str,
-    batch_size: usize,
-    max_new_tokens: usize,
-    report: Option<&Path>,
-) -> Result<()> {
-    let scored = score_file(loaded, file, batch_size, max_new_tokens)?;
-    let mut per: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let mut examples = Vec::new();
-    for s in &scored {
-        let category = match s.record.get(category_field) {
-            Some(Json::String(c)) => c.clone(),
-            Some(other) => other.to_string(),
-            None => "all".into(),
-        };
-        let entry = per.entry(category.clone()).or_default();
-        entry.0 += usize::from(s.correct);
-        entry.1 += 1;
-        if examples.len() < 20 {
-            examples.push(json!({"origin": s.origin, "category": category, "expected": s.expected, "got": s.got, "correct": s.correct}));
-        }
-    }
-    let (right, total) = per.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
-    println!("{:<24} {:>8} {:>8}", "category", "n", "exact");
-    for (category, (r, n)) in &per {
-        println!(
-            "{category:<24} {n:>8} {:>7.1}%",
-            100.0 * *r as f64 / *n as f64
-        );
-    }
-    println!(
-        "{:<24} {total:>8} {:>7.1}%",
-        "all",
-        100.0 * right as f64 / total.max(1) as f64
-    );
-    if let Some(path) = report {
-        let json = json!({
-            "file": file,
-            "exact_match": right as f64 / total.max(1) as f64,
-            "n": total,
-            "categories": per.iter().map(|(k, (r, n))| (k.clone(), json!({"n": n, "exact_match": *r as f64 / *n as f64}))).collect::<serde_json::Map<_, _>>(),
-            "examples": examples,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("report: {}", path.display());
-    }
-    Ok(())
-}
-
-/// Each JSONL line that parses, by 1-based line number.
-fn read_lines(file: &Path) -> Result<BTreeMap<usize, Json>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(text
-        .lines()
-        .enumerate()
-        .filter_map(|(i, l)| Some((i + 1, serde_json::from_str(l).ok()?)))
-        .collect())
 }
 
 #[cfg(test)]

@@ -3,10 +3,13 @@
 pub mod alloc;
 pub mod bench;
 pub mod check;
+pub mod cli;
 pub mod device;
+pub mod eval;
 pub mod generate;
 pub mod preprocess;
 pub mod quickstart;
+pub mod serve;
 pub mod shapes;
 pub mod tokenizer_train;
 

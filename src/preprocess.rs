@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use nuri_encoders::image::{DEFAULT_DECODE_LIMIT, ImageProcessorConfig, load_rgb};
-use nuri_encoders::video::{FrameSampling, VideoOptions, load_video};
-use nuri_infer::{PaddingSide, Processor};
+use anyhow::{Context, Result, bail};
+use nuri_media::image::{DEFAULT_DECODE_LIMIT, ImageProcessorConfig, load_rgb};
+use nuri_media::video::{FrameSampling, VideoOptions, load_video};
+use nuri_processor::{PaddingSide, Processor};
 use serde_json::json;
 
 /// What to preprocess (the `nuri preprocess` flags).
@@ -46,9 +46,7 @@ impl PreprocessArgs {
             sampling: match self.nframes {
                 Some(n) => FrameSampling::Count(n),
                 None => FrameSampling::Fps {
-                    fps: self
-                        .fps
-                        .unwrap_or(nuri_encoders::video::sampling::DEFAULT_FPS),
+                    fps: self.fps.unwrap_or(nuri_media::video::sampling::DEFAULT_FPS),
                     min_frames: None,
                     max_frames: None,
                 },
@@ -62,6 +60,9 @@ impl PreprocessArgs {
 
 /// Runs the pipeline and prints a report.
 pub fn run(args: &PreprocessArgs) -> Result<()> {
+    if args.images.is_empty() && args.videos.is_empty() && args.prompt.is_none() {
+        bail!("give at least one of --image, --video or --prompt");
+    }
     let with_tokenizer = args
         .model
         .as_deref()
@@ -107,7 +108,7 @@ fn media_only(args: &PreprocessArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_video(path: &Path, out: &nuri_encoders::video::VideoPatches, merge: usize) {
+fn print_video(path: &Path, out: &nuri_media::video::VideoPatches, merge: usize) {
     let [t, h, w] = out.patches.grid_thw;
     println!("video             {}", path.display());
     println!(

@@ -12,7 +12,8 @@ use burn::tensor::DType;
 use serde_json::{Value as Json, json};
 
 use crate::DeviceChoice;
-use crate::generate::{Scored, load, score_file};
+use crate::eval::{Scored, score_file};
+use crate::generate::load;
 use crate::shapes::text::Family;
 use crate::shapes::{ShapesOptions, generate};
 use crate::tokenizer_train::{fertility, save_tokenizer_dir, texts_of, train_tokenizer};
@@ -135,12 +136,26 @@ fn write_processor_configs(dir: &Path, patch: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs the whole quickstart, printing as it goes.
+/// Runs the whole quickstart, printing as it goes: data, tokenizer, training, evaluation.
 pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
     let minutes = o.minutes();
     if minutes <= 0.0 || !minutes.is_finite() {
         bail!("--minutes must be positive, got {minutes}");
     }
+    let data = make_data(o)?;
+    let tok_dir = make_tokenizer(o, &data)?;
+    let trained = train_model(o, &data, &tok_dir, minutes)?;
+    let report = evaluate(o, &data, trained)?;
+    print_report(&report.report, o.level);
+    print_samples(&report.samples);
+    write_report(&report.report, &o.out.join("report.json"))?;
+    print_ask_command(&data, &report.report.model_dir, &report.samples);
+    println!("Report: {}", o.out.join("report.json").display());
+    Ok(report.report)
+}
+
+/// Step 1: the shapes dataset under `OUT/data`.
+fn make_data(o: &QuickstartOptions) -> Result<PathBuf> {
     let data = o.out.join("data");
     let started = Instant::now();
     let shapes = ShapesOptions {
@@ -160,8 +175,12 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
         data.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(data)
+}
 
-    // The tokenizer learns from the training text only.
+/// Step 2: a byte-level BPE learned from the training text only, with the processor's
+/// configs, under `OUT/tokenizer`.
+fn make_tokenizer(o: &QuickstartOptions, data: &Path) -> Result<PathBuf> {
     let tok_dir = o.out.join("tokenizer");
     let texts = texts_of(&data.join("train.jsonl"))?;
     let trained = train_tokenizer(&texts, o.vocab_size)?;
@@ -173,13 +192,26 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
         "[2/4] tokenizer: byte-level BPE, {} tokens; {ko:.2} tokens per Korean character, {en:.2} per English word",
         trained.vocab_size
     );
+    Ok(tok_dir)
+}
 
-    // Train.
-    let run_dir = o.out.join("run");
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir)
-            .with_context(|| format!("removing the previous run {}", run_dir.display()))?;
-    }
+/// What training left for the evaluation.
+struct Trained {
+    summary: nuri_train::RunSummary,
+    parameters: usize,
+    /// Seconds of training (from the metrics).
+    seconds: f64,
+    model_dir: PathBuf,
+}
+
+/// The quickstart's run config: the `quickstart` preset from scratch on a time budget.
+fn train_config(
+    o: &QuickstartOptions,
+    data: &Path,
+    tok_dir: &Path,
+    run_dir: &Path,
+    minutes: f64,
+) -> Result<nuri_train::TrainConfig> {
     let lr_vision = o.lr_vision.unwrap_or(o.lr);
     let config: nuri_train::TrainConfig = serde_json::from_value(json!({
         "out_dir": run_dir,
@@ -210,6 +242,22 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("the quickstart's training config: {e}"))?;
+    Ok(config)
+}
+
+/// Step 3: training, then the final model moved to `OUT/model`.
+fn train_model(
+    o: &QuickstartOptions,
+    data: &Path,
+    tok_dir: &Path,
+    minutes: f64,
+) -> Result<Trained> {
+    let run_dir = o.out.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing the previous run {}", run_dir.display()))?;
+    }
+    let config = train_config(o, data, tok_dir, &run_dir, minutes)?;
     let params = nuri_model::NuriModel::new(
         &tokenizer_fitted_config(&tok_dir)?,
         &burn::tensor::Device::flex(),
@@ -253,13 +301,28 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
         )
     })?;
 
-    // Evaluate.
+    Ok(Trained {
+        summary: trained,
+        parameters: params,
+        seconds: state,
+        model_dir,
+    })
+}
+
+/// The report and the sample answers to show.
+struct Evaluated {
+    report: QuickstartReport,
+    samples: Vec<Scored>,
+}
+
+/// Step 4: greedy answers on the test, compositional and reversed splits.
+fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Evaluated> {
     println!("[4/4] evaluating by greedy generation (exact match)");
-    let loaded = load(&model_dir, o.device.device()?, DType::F32)?;
+    let loaded = load(&trained.model_dir, o.device.device()?, DType::F32)?;
     let mut splits = BTreeMap::new();
     let mut samples = Vec::new();
     for split in ["test", "compositional"] {
-        let file = limited(&data, split, o.eval_limit)?;
+        let file = limited(data, split, o.eval_limit)?;
         let scored = score_file(&loaded, &file, 64, 12)?;
         if split == "test" {
             samples = pick_samples(&scored);
@@ -267,7 +330,7 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
         splits.insert(split.to_string(), tabulate(&scored));
     }
     let reversed = {
-        let file = limited(&data, "reversed", o.eval_limit)?;
+        let file = limited(data, "reversed", o.eval_limit)?;
         let scored = score_file(&loaded, &file, 64, 12)?;
         let n = scored.len().max(1) as f64;
         let flipped = scored.iter().filter(|s| s.correct).count() as f64 / n;
@@ -278,19 +341,23 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
             / n;
         (!scored.is_empty()).then_some((flipped, forward))
     };
+    let summary = &trained.summary;
     let report = QuickstartReport {
         splits,
         reversed,
-        parameters: params,
-        train_seconds: state,
-        steps: trained.steps,
-        first_loss: trained.first_loss,
-        last_loss: trained.last_loss,
-        model_dir: model_dir.clone(),
+        parameters: trained.parameters,
+        train_seconds: trained.seconds,
+        steps: summary.steps,
+        first_loss: summary.first_loss,
+        last_loss: summary.last_loss,
+        model_dir: trained.model_dir,
     };
-    print_report(&report, o.level);
+    Ok(Evaluated { report, samples })
+}
+
+fn print_samples(samples: &[Scored]) {
     println!("\nSample answers (test split):");
-    for s in &samples {
+    for s in samples {
         let q = s.record["conversations"][0]["value"]
             .as_str()
             .unwrap_or_default()
@@ -303,7 +370,10 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
             if s.correct { "" } else { "  ✗" }
         );
     }
-    write_report(&report, &o.out.join("report.json"))?;
+}
+
+/// The `nuri generate` command that asks the model about a test picture.
+fn print_ask_command(data: &Path, model_dir: &Path, samples: &[Scored]) {
     println!(
         "\nThe model (Hugging Face layout): {}\nAsk it about a test picture:",
         model_dir.display()
@@ -320,13 +390,11 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartReport> {
             image.display()
         );
     }
-    println!("Report: {}", o.out.join("report.json").display());
-    Ok(report)
 }
 
 /// The config the trainer will build for the quickstart preset with this tokenizer.
 fn tokenizer_fitted_config(dir: &Path) -> Result<nuri_model::NuriConfig> {
-    let processor = nuri_infer::Processor::from_dir(dir)?;
+    let processor = nuri_processor::Processor::from_dir(dir)?;
     Ok(processor.fit_config(nuri_model::NuriConfig::quickstart()))
 }
 

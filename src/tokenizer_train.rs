@@ -151,7 +151,7 @@ pub fn save_tokenizer_dir(tokenizer: &Tokenizer, dir: &Path) -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&config)?)
         .with_context(|| format!("writing {}", path.display()))?;
     let path = dir.join("chat_template.jinja");
-    std::fs::write(&path, nuri_infer::template::QWEN2_VL_TEMPLATE)
+    std::fs::write(&path, nuri_processor::QWEN2_VL_TEMPLATE)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -181,6 +181,25 @@ pub fn fertility(tokenizer: &Tokenizer, texts: &[String]) -> Result<(f64, f64)> 
         ko_tokens as f64 / ko_chars.max(1) as f64,
         en_tokens as f64 / en_words.max(1) as f64,
     ))
+}
+
+/// `nuri tokenizer train`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct TokenizerTrainArgs {
+    /// JSONL files of conversations (repeatable).
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    #[arg(long, default_value_t = 1024)]
+    vocab_size: usize,
+    /// Directory to write tokenizer.json, tokenizer_config.json and the chat template to.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl TokenizerTrainArgs {
+    pub fn run(self) -> Result<()> {
+        run(&self.data, self.vocab_size, &self.out).map(drop)
+    }
 }
 
 /// `nuri tokenizer train`: learns from `inputs`, writes `out`, prints the vocabulary size and

@@ -3,14 +3,14 @@
 //! stopped on its own (EOS / `<|im_end|>`, a stop string, or its token budget), text streamed
 //! piece by piece on UTF-8 boundaries.
 
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use nuri_model::NuriModel;
 use serde_json::Value as Json;
 
-use crate::processor::{PaddingSide, Processor};
 use crate::sampling::{Sampler, SamplingParams, StreamDecoder};
+use nuri_processor::{PaddingSide, Processor};
 
-use crate::ProcessorError;
+use nuri_processor::ProcessorError;
 
 /// One conversation to answer.
 #[derive(Debug, Clone)]
@@ -91,25 +91,61 @@ fn held_back(text: &str, stops: &[String]) -> usize {
 
 impl Row {
     /// Hands the caller the text it has not seen, up to `end`.
-    fn emit(&mut self, end: usize, row: usize, on_piece: &mut dyn FnMut(usize, &str)) {
+    fn emit(&mut self, end: usize, on_piece: &mut dyn FnMut(&str)) {
         if end > self.emitted {
-            on_piece(row, &self.text[self.emitted..end]);
+            on_piece(&self.text[self.emitted..end]);
             self.emitted = end;
         }
     }
-}
 
-/// The logits of each row's last position, on the host.
-fn last_logits(logits: Tensor<3>) -> Vec<Vec<f32>> {
-    let [b, s, v] = logits.dims();
-    let data: Vec<f32> = logits
-        .narrow(1, s - 1, 1)
-        .reshape([b, v])
-        .cast(DType::F32)
-        .into_data()
-        .try_to_vec()
-        .expect("f32 logits");
-    data.chunks(v).map(<[f32]>::to_vec).collect()
+    /// Takes the sampled `token` (an end-of-turn token when `end_of_turn`): streams the text
+    /// it completes, holding back what may be the start of a stop string, and finishes the
+    /// row on an end of turn, a stop string or its token budget. Returns whether the row
+    /// goes on (and so the token is fed to the model).
+    fn take(
+        &mut self,
+        token: u32,
+        end_of_turn: bool,
+        decode: &dyn Fn(&[u32]) -> String,
+        on_piece: &mut dyn FnMut(&str),
+    ) -> bool {
+        if !end_of_turn {
+            self.seen.push(token);
+            self.tokens.push(token);
+            if let Some(piece) = self.stream.push(token, decode) {
+                self.text.push_str(&piece);
+                // A stop string ends the answer just before it.
+                let stops = &self.sampler.params().stop;
+                let stop_at = stops
+                    .iter()
+                    .filter(|stop| !stop.is_empty())
+                    .filter_map(|stop| self.text.find(stop.as_str()))
+                    .min();
+                if let Some(at) = stop_at {
+                    self.emit(at, on_piece);
+                    self.text.truncate(at);
+                    self.finished = Some(FinishReason::Stop);
+                    return false;
+                }
+                let hold = held_back(&self.text[self.emitted..], stops);
+                self.emit(self.text.len() - hold, on_piece);
+            }
+        }
+        let out_of_budget = self.tokens.len() >= self.sampler.params().max_new_tokens;
+        if !(end_of_turn || out_of_budget) {
+            return true;
+        }
+        self.finished = Some(if end_of_turn {
+            FinishReason::Stop
+        } else {
+            FinishReason::Length
+        });
+        if let Some(rest) = self.stream.finish(decode) {
+            self.text.push_str(&rest);
+        }
+        self.emit(self.text.len(), on_piece);
+        false
+    }
 }
 
 /// Answers `requests` together. `on_piece(row, text)` receives each row's text as it is
@@ -139,7 +175,7 @@ pub fn generate_limited(
     }
     let conversations: Vec<Json> = requests.iter().map(|r| r.messages.clone()).collect();
     let out = processor.process(&conversations, true, PaddingSide::Left)?;
-    let (b, s) = (out.batch, out.seq_len);
+    let s = out.seq_len;
     let tokenizer = &processor.tokenizer;
     let eos = tokenizer.special.eos.clone();
     let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
@@ -168,69 +204,19 @@ pub fn generate_limited(
         return Err(GenerateError::ContextLength { tokens, limit });
     }
     let input = out.to_model_input(device);
-    let mut cache = model.new_cache();
-    let prefill = model
-        .prefill(&input, Some(&mut cache))
-        .map_err(|e| GenerateError::Model(e.to_string()))?;
-    let mut mask = input
-        .attention_mask
-        .clone()
-        .unwrap_or_else(|| Tensor::ones([b, s], device));
-    let mut logits = last_logits(prefill.logits);
-    let pad = tokenizer.special.pad;
-    while rows.iter().any(|r| r.finished.is_none()) {
-        let mut next = Vec::with_capacity(b);
-        for (i, row) in rows.iter_mut().enumerate() {
+    model
+        .generate(&input, tokenizer.special.pad, &mut |i, logits| {
+            let row = &mut rows[i];
             if row.finished.is_some() {
-                next.push(i64::from(pad));
-                continue;
+                return None;
             }
-            let token = row.sampler.sample(&logits[i], &row.seen);
-            next.push(i64::from(token));
-            let end_of_turn = eos.contains(&token);
-            if !end_of_turn {
-                row.seen.push(token);
-                row.tokens.push(token);
-                if let Some(piece) = row.stream.push(token, decode) {
-                    row.text.push_str(&piece);
-                    // A stop string ends the answer just before it.
-                    let stops = &row.sampler.params().stop;
-                    let stop_at = stops
-                        .iter()
-                        .filter(|stop| !stop.is_empty())
-                        .filter_map(|stop| row.text.find(stop.as_str()))
-                        .min();
-                    if let Some(at) = stop_at {
-                        row.emit(at, i, on_piece);
-                        row.text.truncate(at);
-                        row.finished = Some(FinishReason::Stop);
-                        continue;
-                    }
-                    let hold = held_back(&row.text[row.emitted..], stops);
-                    row.emit(row.text.len() - hold, i, on_piece);
-                }
-            }
-            let out_of_budget = row.tokens.len() >= row.sampler.params().max_new_tokens;
-            if end_of_turn || out_of_budget {
-                row.finished = Some(if end_of_turn {
-                    FinishReason::Stop
-                } else {
-                    FinishReason::Length
-                });
-                if let Some(rest) = row.stream.finish(decode) {
-                    row.text.push_str(&rest);
-                }
-                row.emit(row.text.len(), i, on_piece);
-            }
-        }
-        if rows.iter().all(|r| r.finished.is_some()) {
-            break;
-        }
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(next, [b, 1]), device);
-        mask = Tensor::cat(vec![mask, Tensor::ones([b, 1], device)], 1);
-        let step = model.decode_step(tokens, Some(mask.clone()), &prefill.rope_deltas, &mut cache);
-        logits = last_logits(step);
-    }
+            let token = row.sampler.sample(logits, &row.seen);
+            row.take(token, eos.contains(&token), &decode, &mut |piece| {
+                on_piece(i, piece)
+            })
+            .then_some(token)
+        })
+        .map_err(|e| GenerateError::Model(e.to_string()))?;
     Ok(rows
         .into_iter()
         .zip(prompt_tokens)

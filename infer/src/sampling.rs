@@ -3,6 +3,8 @@
 //! processors (penalty, temperature, top-k, top-p, min-p), from a seeded generator so that a
 //! seed gives the same tokens every time.
 
+use nuri_model::generation::argmax;
+
 /// Decoding settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -110,14 +112,6 @@ impl Sampler {
                 }
             }
         }
-        let argmax = |v: &[f32]| {
-            v.iter()
-                .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| {
-                    if x > best.1 { (i, x) } else { best }
-                })
-                .0 as u32
-        };
         if p.is_greedy() {
             return argmax(&logits);
         }

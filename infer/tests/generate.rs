@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use nuri_infer::{FinishReason, GenerationRequest, Processor, SamplingParams, generate};
+use nuri_infer::{FinishReason, GenerationRequest, SamplingParams, generate};
 use nuri_model::{NuriConfig, NuriModel};
+use nuri_processor::Processor;
 use serde_json::json;
 
 fn fixtures() -> PathBuf {

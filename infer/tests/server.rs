@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use base64::Engine;
 use burn::tensor::Device;
-use nuri_infer::Processor;
 use nuri_infer::server::{ServeOptions, Server, start};
 use nuri_model::{NuriConfig, NuriModel};
+use nuri_processor::Processor;
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {

@@ -2,15 +2,49 @@
 //! the output projection without; rotary embedding on queries and keys; `num_key_value_heads`
 //! key/value heads each shared by `num_attention_heads / num_key_value_heads` query heads.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Bool, Device, Tensor};
-use nuri_encoders::attend::attend;
+use nuri_kernels::attend;
 
-use crate::config::TextConfig;
+use crate::init::linear;
 use crate::kv_cache::LayerCache;
-use crate::mlp::linear;
 use crate::rope::RotaryTables;
+
+/// The shape of one attention block.
+#[derive(Config, Debug, PartialEq)]
+pub struct AttentionConfig {
+    /// Model width (input and output).
+    pub hidden_size: usize,
+    /// Number of query heads.
+    pub num_heads: usize,
+    /// Number of key/value heads (grouped-query attention when fewer than query heads).
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Whether the q/k/v projections have a bias (Qwen2's do; its output projection has
+    /// none).
+    #[config(default = true)]
+    pub qkv_bias: bool,
+}
+
+impl AttentionConfig {
+    /// A randomly initialized attention block of this shape.
+    pub fn init(&self, device: &Device) -> Attention {
+        let (d, hd) = (self.hidden_size, self.head_dim);
+        let (h, kvh) = (self.num_heads, self.num_kv_heads);
+        Attention {
+            q_proj: linear(d, h * hd, self.qkv_bias, device),
+            k_proj: linear(d, kvh * hd, self.qkv_bias, device),
+            v_proj: linear(d, kvh * hd, self.qkv_bias, device),
+            o_proj: linear(h * hd, d, false, device),
+            num_heads: h,
+            num_kv_heads: kvh,
+            head_dim: hd,
+        }
+    }
+}
 
 /// Multi-head self-attention with grouped key/value heads.
 #[derive(Module, Debug)]
@@ -25,22 +59,6 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// A randomly initialized attention block of the config's shape.
-    pub fn new(config: &TextConfig, device: &Device) -> Self {
-        let d = config.hidden_size;
-        let hd = config.head_dim();
-        let (h, kvh) = (config.num_attention_heads, config.num_key_value_heads);
-        Self {
-            q_proj: linear(d, h * hd, true, device),
-            k_proj: linear(d, kvh * hd, true, device),
-            v_proj: linear(d, kvh * hd, true, device),
-            o_proj: linear(h * hd, d, false, device),
-            num_heads: h,
-            num_kv_heads: kvh,
-            head_dim: hd,
-        }
-    }
-
     /// Attends the new tokens `x` to themselves and to what `cache` holds.
     ///
     /// `mask` is `true` where attention is forbidden (see
@@ -72,11 +90,21 @@ impl Attention {
             None => (k, v),
         };
         let t = k.dims()[2];
-        let k = repeat_kv(k, h / kvh); // [b, h, t, hd]
-        let v = repeat_kv(v, h / kvh);
-        let causal = mask.is_none() && s > 1;
-        let mask = mask.map(|m| m.expand([b, h, s, t]));
-        let out = attend(q, k, v, mask, causal); // [b, h, s, hd]
+        let n_rep = h / kvh;
+        let out = if s == 1 && n_rep > 1 {
+            // One new token (decoding): each key/value head's query heads become rows of one
+            // query block, so the cached keys and values are read where they lie, never
+            // repeated per query head.
+            let q = q.reshape([b, kvh, n_rep, hd]); // [b, kvh, n_rep, hd]
+            let mask = mask.map(|m| m.expand([b, kvh, n_rep, t]));
+            attend(q, k, v, mask, false).reshape([b, h, 1, hd]) // [b, h, 1, hd]
+        } else {
+            let k = repeat_kv(k, n_rep); // [b, h, t, hd]
+            let v = repeat_kv(v, n_rep);
+            let causal = mask.is_none() && s > 1;
+            let mask = mask.map(|m| m.expand([b, h, s, t]));
+            attend(q, k, v, mask, causal) // [b, h, s, hd]
+        };
         let out = out.swap_dims(1, 2).reshape([b, s, h * hd]); // [b, s, h * hd]
         self.o_proj.forward(out)
     }

@@ -4,6 +4,10 @@
 use burn::config::Config;
 use thiserror::Error;
 
+use crate::attention::AttentionConfig;
+use crate::decoder::DecoderLayerConfig;
+use crate::mlp::MlpConfig;
+
 /// A configuration that cannot describe a model.
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
@@ -55,6 +59,26 @@ pub struct TextConfig {
 }
 
 impl TextConfig {
+    /// The shape of every decoder layer's attention.
+    pub fn attention(&self) -> AttentionConfig {
+        AttentionConfig::new(
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.head_dim(),
+        )
+    }
+
+    /// The widths of every decoder layer's MLP.
+    pub fn mlp(&self) -> MlpConfig {
+        MlpConfig::new(self.hidden_size, self.intermediate_size)
+    }
+
+    /// One decoder layer's blocks.
+    pub fn decoder_layer(&self) -> DecoderLayerConfig {
+        DecoderLayerConfig::new(self.attention(), self.mlp(), self.rms_norm_eps)
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads

@@ -4,18 +4,42 @@
 //! Module and field names follow `Qwen2ForCausalLM` (`model.embed_tokens`,
 //! `model.layers.N.self_attn.q_proj`, `model.norm`, `lm_head`), so the tree is the weight map.
 
+use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
+use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::tensor::module::linear as linear_op;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, AttentionConfig};
 use crate::config::{ConfigError, TextConfig};
-use crate::kv_cache::KvCache;
+use crate::init::{linear, normal_init};
+use crate::kv_cache::{KvCache, LayerCache};
 use crate::mask::{causal_padding_mask, position_ids_from_mask, text_position_ids};
-use crate::mlp::{INIT_STD, Mlp, linear};
+use crate::mlp::{Mlp, MlpConfig};
 use crate::norm::{RmsNorm, RmsNormConfig};
 use crate::rope::{MultimodalRotary, RotaryTables};
+
+/// The blocks of one decoder layer.
+#[derive(Config, Debug, PartialEq)]
+pub struct DecoderLayerConfig {
+    pub attention: AttentionConfig,
+    pub mlp: MlpConfig,
+    /// Epsilon of both RMSNorms.
+    pub rms_norm_eps: f64,
+}
+
+impl DecoderLayerConfig {
+    /// A randomly initialized layer.
+    pub fn init(&self, device: &Device) -> DecoderLayer {
+        let norm = RmsNormConfig::new(self.attention.hidden_size).with_epsilon(self.rms_norm_eps);
+        DecoderLayer {
+            self_attn: self.attention.init(device),
+            mlp: self.mlp.init(device),
+            input_layernorm: norm.init(device),
+            post_attention_layernorm: norm.init(device),
+        }
+    }
+}
 
 /// One pre-norm decoder layer.
 #[derive(Module, Debug)]
@@ -27,16 +51,6 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(config: &TextConfig, device: &Device) -> Self {
-        let norm = RmsNormConfig::new(config.hidden_size).with_epsilon(config.rms_norm_eps);
-        Self {
-            self_attn: Attention::new(config, device),
-            mlp: Mlp::new(config, device),
-            input_layernorm: norm.init(device),
-            post_attention_layernorm: norm.init(device),
-        }
-    }
-
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(
@@ -44,7 +58,7 @@ impl DecoderLayer {
         x: Tensor<3>,
         rotary: &RotaryTables,
         mask: Option<Tensor<4, Bool>>,
-        cache: Option<&mut crate::kv_cache::LayerCache>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let attended =
             self.self_attn
@@ -72,13 +86,10 @@ impl TextModel {
         config.validate()?;
         Ok(Self {
             embed_tokens: EmbeddingConfig::new(config.vocab_size, config.hidden_size)
-                .with_initializer(Initializer::Normal {
-                    mean: 0.0,
-                    std: INIT_STD,
-                })
+                .with_initializer(normal_init())
                 .init(device),
             layers: (0..config.num_hidden_layers)
-                .map(|_| DecoderLayer::new(config, device))
+                .map(|_| config.decoder_layer().init(device))
                 .collect(),
             norm: RmsNormConfig::new(config.hidden_size)
                 .with_epsilon(config.rms_norm_eps)

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use nuri_encoders::VisionConfig;
+use crate::vision::VisionConfig;
 use serde_json::{Value, json};
 
 use crate::config::TextConfig;

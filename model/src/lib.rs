@@ -1,6 +1,8 @@
-//! nuri-model: the configuration tree, the Qwen2 language backbone (embedding, RMSNorm,
-//! M-RoPE, grouped-query attention, SwiGLU MLP, KV cache) and, on top of it, the multimodal
-//! model.
+//! nuri-model: every module tree of the model: the configuration tree, the vision tower and
+//! its merger ([`vision`]), the Qwen2 language backbone (embedding, RMSNorm, M-RoPE,
+//! grouped-query attention, SwiGLU MLP, KV cache), the multimodal model on top of them, and
+//! Hugging Face checkpoint import/export. The operations the blocks are built from are
+//! `nuri-kernels`'.
 //!
 //! The module tree follows the reference checkpoint (Hugging Face `Qwen2VLForConditionalGeneration`),
 //! so field names are tensor names.
@@ -8,7 +10,9 @@
 pub mod attention;
 pub mod config;
 pub mod decoder;
+pub mod generation;
 pub mod hf_config;
+pub mod init;
 pub mod kv_cache;
 pub mod mask;
 pub mod mlp;
@@ -16,16 +20,19 @@ pub mod multimodal;
 pub mod norm;
 pub mod rope;
 pub mod rope_index;
+pub mod vision;
 pub mod weights;
 
-pub use attention::Attention;
+pub use attention::{Attention, AttentionConfig};
 pub use config::{ConfigError, TextConfig};
-pub use decoder::{CausalLm, DecoderLayer, TextModel};
+pub use decoder::{CausalLm, DecoderLayer, DecoderLayerConfig, TextModel};
 pub use hf_config::{hf_config_json, read_hf_config};
 pub use kv_cache::KvCache;
 pub use mask::{causal_padding_mask, position_ids_from_mask, text_position_ids};
+pub use mlp::{Mlp, MlpConfig};
 pub use multimodal::{ModelError, MultimodalInput, NuriBody, NuriConfig, NuriModel, Prefill};
 pub use norm::RmsNorm;
 pub use rope::MultimodalRotary;
 pub use rope_index::{FusionError, RopeIndex, VisionTokens, rope_index};
+pub use vision::{PatchMerger, VisionConfig, VisionError, VisionTransformer};
 pub use weights::{WeightsError, load_pretrained, save_pretrained};

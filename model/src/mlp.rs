@@ -1,24 +1,32 @@
 //! The SwiGLU feed-forward block of Qwen2 (`Qwen2MLP`): `down(silu(gate(x)) * up(x))`.
 
+use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
-use nuri_encoders::act::swiglu;
+use nuri_kernels::swiglu;
 
-use crate::config::TextConfig;
+use crate::init::linear;
 
-/// Standard deviation of the reference's weight initialization (`initializer_range`).
-pub const INIT_STD: f64 = 0.02;
+/// The widths of a SwiGLU MLP.
+#[derive(Config, Debug, PartialEq)]
+pub struct MlpConfig {
+    /// Model width (input and output).
+    pub hidden_size: usize,
+    /// Width of the gated inner layer.
+    pub intermediate_size: usize,
+}
 
-/// A bias-free linear layer initialized like the reference's.
-pub(crate) fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
-    LinearConfig::new(d_in, d_out)
-        .with_bias(bias)
-        .with_initializer(Initializer::Normal {
-            mean: 0.0,
-            std: INIT_STD,
-        })
-        .init(device)
+impl MlpConfig {
+    /// A randomly initialized MLP of these widths.
+    pub fn init(&self, device: &Device) -> Mlp {
+        let (d, inner) = (self.hidden_size, self.intermediate_size);
+        Mlp {
+            gate_proj: linear(d, inner, false, device),
+            up_proj: linear(d, inner, false, device),
+            down_proj: linear(inner, d, false, device),
+        }
+    }
 }
 
 /// Gated MLP with SiLU.
@@ -30,16 +38,6 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// A randomly initialized MLP of the config's widths.
-    pub fn new(config: &TextConfig, device: &Device) -> Self {
-        let (d, inner) = (config.hidden_size, config.intermediate_size);
-        Self {
-            gate_proj: linear(d, inner, false, device),
-            up_proj: linear(d, inner, false, device),
-            down_proj: linear(inner, d, false, device),
-        }
-    }
-
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

@@ -10,14 +10,14 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use nuri_encoders::{VisionConfig, VisionError, VisionTransformer};
 use thiserror::Error;
 
 use crate::config::{ConfigError, TextConfig};
 use crate::decoder::{TextModel, lm_logits};
+use crate::init::linear;
 use crate::kv_cache::KvCache;
-use crate::mlp::linear;
 use crate::rope_index::{FusionError, VisionTokens, rope_index};
+use crate::vision::{VisionConfig, VisionError, VisionTransformer};
 
 /// Why a multimodal forward could not run.
 #[derive(Debug, Error, PartialEq)]
@@ -385,38 +385,6 @@ impl NuriModel {
         self.logits(hidden)
     }
 
-    /// Greedy decoding of exactly `max_new_tokens` tokens per row (no stop condition), the
-    /// visual encoder running once in the prefill. Returns the new token ids.
-    pub fn greedy(
-        &self,
-        input: &MultimodalInput,
-        max_new_tokens: usize,
-    ) -> Result<Vec<Vec<i64>>, ModelError> {
-        let [b, s] = input.input_ids.dims();
-        let device = input.input_ids.device();
-        let mut cache = self.new_cache();
-        let prefill = self.prefill(input, Some(&mut cache))?;
-        let mut mask = input
-            .attention_mask
-            .clone()
-            .unwrap_or_else(|| Tensor::ones([b, s], &device));
-        let mut logits = prefill.logits;
-        let mut generated = vec![Vec::with_capacity(max_new_tokens); b];
-        for step in 0..max_new_tokens {
-            let [_, len, _] = logits.dims();
-            let next = logits.narrow(1, len - 1, 1).argmax(2).reshape([b, 1]); // [b, 1]
-            for (row, token) in generated.iter_mut().zip(int_vec(next.clone())) {
-                row.push(token);
-            }
-            if step + 1 == max_new_tokens {
-                break;
-            }
-            mask = Tensor::cat(vec![mask, Tensor::ones([b, 1], &device)], 1);
-            logits = self.decode_step(next, Some(mask.clone()), &prefill.rope_deltas, &mut cache);
-        }
-        Ok(generated)
-    }
-
     /// # Shapes
     /// - `hidden`: `[batch, seq, hidden]` → `[batch, seq, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
@@ -429,7 +397,7 @@ impl NuriModel {
 }
 
 /// An int tensor's values on the host, whatever the backend's int width.
-fn int_vec<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
+pub(crate) fn int_vec<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
     t.into_data()
         .try_to_vec_as::<i64>()
         .expect("an int tensor converts to i64")

@@ -45,7 +45,7 @@ impl RmsNorm {
         let dtype = x.dtype();
         if dtype == DType::F32 {
             // One operation (one pass, and one for the gradient) on the CPU.
-            return nuri_encoders::rowops::rms_norm(x, self.weight.val(), self.epsilon);
+            return nuri_kernels::rms_norm(x, self.weight.val(), self.epsilon);
         }
         let x = x.cast(DType::F32);
         let rms = (x.clone().square().mean_dim(D - 1) + self.epsilon).sqrt();

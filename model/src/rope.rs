@@ -95,7 +95,7 @@ impl RotaryTables {
         let dtype = x.dtype();
         let cos = self.cos.clone().cast(dtype);
         let sin = self.sin.clone().cast(dtype);
-        nuri_encoders::rowops::rope(x, cos, sin)
+        nuri_kernels::rope(x, cos, sin)
     }
 }
 

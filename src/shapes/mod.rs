@@ -9,6 +9,7 @@
 //! shape-and-color pair never occurs anywhere in training) and `reversed.jsonl` (the test
 //! clips of the direction family played backwards, expecting the opposite direction).
 
+mod draw;
 pub mod scene;
 pub mod text;
 
@@ -21,11 +22,9 @@ use anyhow::{Context, Result, bail};
 use nuri_train::data::SplitMix64;
 use serde_json::{Value as Json, json};
 
-use scene::{
-    CANVAS, Color, FRAMES, Kind, Object, RADII, Shape, Side, anywhere, clear_of, moving, on_side,
-    palette, pick, render, uniform,
-};
-use text::{Family, Lang, TEMPLATES, color_answer, count_answer, kind_words, question, shape_word};
+use draw::{Answer, Pairs, Question, Scene, scene_for};
+use scene::{CANVAS, Color, FRAMES, Kind, Shape, palette, pick, render};
+use text::{Family, Lang, TEMPLATES, kind_words, question};
 
 /// The shape-color pairs held out of training: one per color, every shape at least once.
 pub const HELD_OUT: [(Shape, Color); 6] = [
@@ -45,25 +44,32 @@ pub fn held_out(kind: Kind) -> bool {
 pub const CLIP_FPS: u16 = 2;
 
 /// What to generate.
-#[derive(Debug, Clone)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ShapesOptions {
+    #[arg(long, default_value = "data/shapes")]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// 1: one object per scene (color, shape, position, direction). 2: adds scenes of 1–3
     /// objects (color of a named shape, count, which moved, which appeared first); level-1
     /// scenes stay in the training mix.
+    #[arg(long, default_value_t = 1)]
     pub level: u8,
     /// Training conversations, each about one scene.
+    #[arg(long, default_value_t = 20_000)]
     pub train: usize,
     /// Questions per training conversation (1–3). The first is of the family the scene was
     /// drawn for and comes before the picture, like every test question. Later ones only ask
     /// what things look like (color, shape, count): a later question sits at a distance from
     /// the picture that depends on the turns before it, and a small model learns where
     /// things are only from a fixed distance.
+    #[arg(long, default_value_t = 1, value_parser = parse_turns)]
     pub turns: usize,
     /// Scenes per family in the validation split (each asked in both languages).
+    #[arg(long, default_value_t = 16)]
     pub val: usize,
     /// Scenes per family in the test and compositional splits.
+    #[arg(long, default_value_t = 100)]
     pub test: usize,
 }
 
@@ -85,253 +91,6 @@ impl ShapesOptions {
         }
         f
     }
-}
-
-/// The expected answer of a question.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Answer {
-    Color(Color),
-    Shape(Shape),
-    Side(Side, bool),
-    Count(usize),
-    Kind(Kind),
-}
-
-impl Answer {
-    fn text(self, lang: Lang) -> String {
-        match self {
-            Answer::Color(c) => color_answer(c, lang).into(),
-            Answer::Shape(s) => shape_word(s, lang).into(),
-            Answer::Side(s, moving) => text::side_answer(s, lang, moving).into(),
-            Answer::Count(n) => count_answer(n, lang),
-            Answer::Kind(k) => kind_words(k, lang),
-        }
-    }
-}
-
-/// One question about a scene, in neither language yet.
-#[derive(Debug, Clone, Copy)]
-struct Question {
-    family: Family,
-    about: Kind,
-    answer: Answer,
-    /// How many answers a guesser would choose among (for the chance level).
-    options: usize,
-}
-
-/// A picture (one frame) or a clip, and the questions it can answer.
-struct Scene {
-    objects: Vec<Object>,
-    frames: usize,
-    questions: Vec<Question>,
-}
-
-/// Draws kinds: in training never a held-out pair; for the compositional split the first
-/// (asked-about) object always is one.
-#[derive(Clone, Copy, PartialEq)]
-enum Pairs {
-    Seen,
-    HeldOut,
-}
-
-fn any_kind(rng: &mut SplitMix64, pairs: Pairs) -> Kind {
-    match pairs {
-        Pairs::HeldOut => {
-            let (shape, color) = pick(rng, &HELD_OUT);
-            Kind { shape, color }
-        }
-        Pairs::Seen => loop {
-            let k = Kind {
-                shape: pick(rng, &Shape::ALL),
-                color: pick(rng, &Color::ALL),
-            };
-            if !held_out(k) {
-                return k;
-            }
-        },
-    }
-}
-
-/// `n` kinds, all different in `distinct` (shape, or shape-and-color), the first drawn with
-/// `first`, the others never held out unless `first` is.
-fn kinds(
-    rng: &mut SplitMix64,
-    n: usize,
-    first: Pairs,
-    same: impl Fn(&Kind, &Kind) -> bool,
-) -> Vec<Kind> {
-    let mut out = vec![any_kind(rng, first)];
-    while out.len() < n {
-        let k = any_kind(rng, Pairs::Seen);
-        if !out.iter().any(|o| same(o, &k)) {
-            out.push(k);
-        }
-    }
-    out
-}
-
-/// Places still objects at random where they keep clear of each other.
-fn place_still(rng: &mut SplitMix64, kinds: &[Kind], frames: usize) -> Option<Vec<Object>> {
-    let mut objects: Vec<Object> = Vec::new();
-    for &kind in kinds {
-        let radius = pick(rng, &RADII);
-        let mut placed = false;
-        for _ in 0..100 {
-            let at = anywhere(rng, radius);
-            let track = vec![Some(at); frames];
-            if clear_of(&objects, &track, radius) {
-                objects.push(Object {
-                    kind,
-                    radius,
-                    track,
-                });
-                placed = true;
-                break;
-            }
-        }
-        if !placed {
-            return None;
-        }
-    }
-    Some(objects)
-}
-
-fn scene_for(rng: &mut SplitMix64, family: Family, pairs: Pairs) -> Scene {
-    loop {
-        if let Some(s) = try_scene(rng, family, pairs) {
-            return s;
-        }
-    }
-}
-
-fn try_scene(rng: &mut SplitMix64, family: Family, pairs: Pairs) -> Option<Scene> {
-    let q = |family, about, answer, options| Question {
-        family,
-        about,
-        answer,
-        options,
-    };
-    Some(match family {
-        Family::Color | Family::Shape | Family::Position => {
-            let kind = any_kind(rng, pairs);
-            let side = pick(rng, &Side::ALL);
-            let radius = pick(rng, &RADII);
-            let at = on_side(rng, side, radius);
-            Scene {
-                objects: vec![Object::still(kind, radius, at, 1)],
-                frames: 1,
-                questions: vec![
-                    q(Family::Color, kind, Answer::Color(kind.color), 6),
-                    q(Family::Shape, kind, Answer::Shape(kind.shape), 5),
-                    q(Family::Position, kind, Answer::Side(side, false), 4),
-                ],
-            }
-        }
-        Family::Direction => {
-            let kind = any_kind(rng, pairs);
-            let side = pick(rng, &Side::ALL);
-            let radius = pick(rng, &RADII);
-            let distance = uniform(rng, 20.0, 30.0);
-            Scene {
-                objects: vec![Object {
-                    kind,
-                    radius,
-                    track: moving(rng, side, radius, distance, FRAMES),
-                }],
-                frames: FRAMES,
-                questions: vec![
-                    q(Family::Direction, kind, Answer::Side(side, true), 4),
-                    q(Family::Color, kind, Answer::Color(kind.color), 6),
-                    q(Family::Shape, kind, Answer::Shape(kind.shape), 5),
-                ],
-            }
-        }
-        Family::ColorOfShape => {
-            let n = 1 + rng.below(3);
-            let ks = kinds(rng, n, pairs, |a, b| a.shape == b.shape);
-            let objects = place_still(rng, &ks, 1)?;
-            let questions = ks
-                .iter()
-                .map(|&k| q(Family::ColorOfShape, k, Answer::Color(k.color), 6))
-                .collect();
-            Scene {
-                objects,
-                frames: 1,
-                questions,
-            }
-        }
-        Family::Count => {
-            let count = 1 + rng.below(3);
-            let target = any_kind(rng, pairs);
-            let distractors = rng.below(3 - count + 1);
-            let mut ks = vec![target; count];
-            ks.extend(kinds(rng, distractors + 1, Pairs::Seen, |a, b| a == b)[1..].iter());
-            // The distractors must differ from the target too.
-            if ks[count..].contains(&target) {
-                return None;
-            }
-            let objects = place_still(rng, &ks, 1)?;
-            Scene {
-                objects,
-                frames: 1,
-                questions: vec![q(Family::Count, target, Answer::Count(count), 3)],
-            }
-        }
-        Family::Moved => {
-            let n = 2 + rng.below(2);
-            let ks = kinds(rng, n, pairs, |a, b| a == b);
-            // The first kind moves (only it is held out in the compositional split); the
-            // objects are stored in a random order so that the mover is not always first.
-            let side = pick(rng, &Side::ALL);
-            let radius = pick(rng, &RADII);
-            let distance = uniform(rng, 18.0, 28.0);
-            let mover = Object {
-                kind: ks[0],
-                radius,
-                track: moving(rng, side, radius, distance, FRAMES),
-            };
-            let mut objects = place_still(rng, &ks[1..], FRAMES)?;
-            if !clear_of(&objects, &mover.track, radius) {
-                return None;
-            }
-            let at = rng.below(objects.len() + 1);
-            objects.insert(at, mover);
-            Scene {
-                objects,
-                frames: FRAMES,
-                questions: vec![q(Family::Moved, ks[0], Answer::Kind(ks[0]), n)],
-            }
-        }
-        Family::AppearedFirst => {
-            let n = 2 + rng.below(2);
-            let ks = kinds(rng, n, pairs, |a, b| a == b);
-            let mut objects = place_still(rng, &ks, FRAMES)?;
-            // Appearance frames on tubelet boundaries (pairs of frames), all different; the
-            // first kind appears first. Sometimes the first one leaves before the end.
-            let mut starts: Vec<usize> = vec![2, 4, 6];
-            rng.shuffle(&mut starts);
-            let mut starts = starts[..n - 1].to_vec();
-            starts.sort();
-            let first = 2 * rng.below(starts[0] / 2);
-            let leaves = (rng.below(3) == 0).then(|| first + 4 + 2 * rng.below(2));
-            for (i, o) in objects.iter_mut().enumerate() {
-                let from = if i == 0 { first } else { starts[i - 1] };
-                for (f, at) in o.track.iter_mut().enumerate() {
-                    let gone = i == 0 && leaves.is_some_and(|l| f >= l);
-                    if f < from || gone {
-                        *at = None;
-                    }
-                }
-            }
-            // Drawing order is random too.
-            rng.shuffle(&mut objects);
-            Scene {
-                objects,
-                frames: FRAMES,
-                questions: vec![q(Family::AppearedFirst, ks[0], Answer::Kind(ks[0]), n)],
-            }
-        }
-    })
 }
 
 /// Writes the scene's picture (PNG) or clip (GIF, `CLIP_FPS`), frames reversed if asked.
@@ -422,6 +181,25 @@ fn writer(path: &Path) -> Result<BufWriter<File>> {
     ))
 }
 
+impl ShapesOptions {
+    /// `nuri data shapes`: generates the dataset and prints what it wrote.
+    pub fn run(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let summary = generate(self)?;
+        println!(
+            "wrote {} pictures and {} clips to {} in {:.1} s",
+            summary.pictures,
+            summary.clips,
+            self.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+        for (file, n) in &summary.lines {
+            println!("  {file:<20} {n:>6} lines");
+        }
+        Ok(())
+    }
+}
+
 /// Generates the dataset into `options.out`.
 pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
     if !(1..=2).contains(&options.level) {
@@ -429,17 +207,36 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
     }
     let out = &options.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let families = options.families();
     let mut summary = ShapesSummary::default();
-    let count_media = |scene: &Scene, summary: &mut ShapesSummary| {
-        if scene.frames == 1 {
-            summary.pictures += 1;
-        } else {
-            summary.clips += 1;
-        }
-    };
+    write_train(options, &mut summary)?;
+    // Evaluation splits: per family, `n` scenes, the family's question asked in both
+    // languages (phrasings drawn independently).
+    let eval_splits: [(&str, usize, Pairs, u64); 3] = [
+        ("val", options.val, Pairs::Seen, 0x7661_6c00),
+        ("test", options.test, Pairs::Seen, 0x7465_7374),
+        ("compositional", options.test, Pairs::HeldOut, 0x636f_6d70),
+    ];
+    for (split, n, pairs, salt) in eval_splits {
+        write_eval_split(options, split, n, pairs, salt, &mut summary)?;
+    }
+    write_info(options, &summary)?;
+    Ok(summary)
+}
 
-    // Training: conversations of `turns` questions about one scene, in one language.
+impl ShapesSummary {
+    /// Counts a scene's picture or clip.
+    fn count_media(&mut self, scene: &Scene) {
+        if scene.frames == 1 {
+            self.pictures += 1;
+        } else {
+            self.clips += 1;
+        }
+    }
+}
+
+/// `train.jsonl`: conversations of `turns` questions about one scene, in one language.
+fn write_train(options: &ShapesOptions, summary: &mut ShapesSummary) -> Result<()> {
+    let out = &options.out;
     let mut rng = SplitMix64(options.seed ^ 0x7472_6169_6e00);
     let mut w = writer(&out.join("train.jsonl"))?;
     for i in 0..options.train {
@@ -480,7 +277,7 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
         let video = scene.frames > 1;
         let media = format!("media/train/{i:06}.{}", if video { "gif" } else { "png" });
         write_media(&scene, &out.join(&media), false)?;
-        count_media(&scene, &mut summary);
+        summary.count_media(&scene);
         let mut meta = serde_json::Map::new();
         meta.insert("lang".into(), json!(lang.code()));
         meta.insert(
@@ -498,85 +295,98 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
     w.flush()?;
     summary.lines.insert("train.jsonl".into(), options.train);
 
-    // Evaluation splits: per family, `n` scenes, the family's question asked in both
-    // languages (phrasings drawn independently).
-    let eval_splits: [(&str, usize, Pairs, u64); 3] = [
-        ("val", options.val, Pairs::Seen, 0x7661_6c00),
-        ("test", options.test, Pairs::Seen, 0x7465_7374),
-        ("compositional", options.test, Pairs::HeldOut, 0x636f_6d70),
-    ];
-    for (split, n, pairs, salt) in eval_splits {
-        let mut rng = SplitMix64(options.seed ^ salt);
-        let mut w = writer(&out.join(format!("{split}.jsonl")))?;
-        // Validation during training reads the first batches only: its lines are shuffled
-        // so that every family is in them.
-        let mut held: Vec<Json> = Vec::new();
-        let mut reversed = (split == "test")
-            .then(|| writer(&out.join("reversed.jsonl")))
-            .transpose()?;
-        let mut lines = 0;
-        for &family in &families {
-            for i in 0..n {
-                let scene = scene_for(&mut rng, family, pairs);
-                let q = *scene
-                    .questions
-                    .iter()
-                    .find(|q| q.family == family)
-                    .expect("a scene answers its own family");
-                let video = scene.frames > 1;
-                let stem = format!("{}-{i:04}", family.name());
-                let ext = if video { "gif" } else { "png" };
-                let media = format!("media/{split}/{stem}.{ext}");
-                write_media(&scene, &out.join(&media), false)?;
-                count_media(&scene, &mut summary);
-                for lang in Lang::ALL {
-                    let asked = question(family, lang, q.about, rng.below(TEMPLATES));
-                    let meta = |answer: Answer| {
-                        let mut m = serde_json::Map::new();
-                        m.insert("family".into(), json!(family.name()));
-                        m.insert("lang".into(), json!(lang.code()));
-                        m.insert("level".into(), json!(family.level()));
-                        m.insert("chance".into(), json!(1.0 / q.options as f64));
-                        m.insert("answer".into(), json!(answer.text(lang)));
-                        m
-                    };
-                    let turns = [(asked.clone(), q.answer.text(lang))];
-                    let id = format!("{split}-{stem}-{}", lang.code());
-                    let record = line(&id, &media, video, &turns, meta(q.answer));
-                    if split == "val" {
-                        held.push(record);
-                    } else {
-                        writeln!(w, "{record}")?;
+    Ok(())
+}
+
+/// One evaluation split (`val`, `test` or `compositional`; the test split also writes
+/// `reversed.jsonl`): `n` scenes per family, each family's question asked in both languages.
+fn write_eval_split(
+    options: &ShapesOptions,
+    split: &str,
+    n: usize,
+    pairs: Pairs,
+    salt: u64,
+    summary: &mut ShapesSummary,
+) -> Result<()> {
+    let out = &options.out;
+    let families = options.families();
+    let mut rng = SplitMix64(options.seed ^ salt);
+    let mut w = writer(&out.join(format!("{split}.jsonl")))?;
+    // Validation during training reads the first batches only: its lines are shuffled
+    // so that every family is in them.
+    let mut held: Vec<Json> = Vec::new();
+    let mut reversed = (split == "test")
+        .then(|| writer(&out.join("reversed.jsonl")))
+        .transpose()?;
+    let mut lines = 0;
+    for &family in &families {
+        for i in 0..n {
+            let scene = scene_for(&mut rng, family, pairs);
+            let q = *scene
+                .questions
+                .iter()
+                .find(|q| q.family == family)
+                .expect("a scene answers its own family");
+            let video = scene.frames > 1;
+            let stem = format!("{}-{i:04}", family.name());
+            let ext = if video { "gif" } else { "png" };
+            let media = format!("media/{split}/{stem}.{ext}");
+            write_media(&scene, &out.join(&media), false)?;
+            summary.count_media(&scene);
+            for lang in Lang::ALL {
+                let asked = question(family, lang, q.about, rng.below(TEMPLATES));
+                let meta = |answer: Answer| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("family".into(), json!(family.name()));
+                    m.insert("lang".into(), json!(lang.code()));
+                    m.insert("level".into(), json!(family.level()));
+                    m.insert("chance".into(), json!(1.0 / q.options as f64));
+                    m.insert("answer".into(), json!(answer.text(lang)));
+                    m
+                };
+                let turns = [(asked.clone(), q.answer.text(lang))];
+                let id = format!("{split}-{stem}-{}", lang.code());
+                let record = line(&id, &media, video, &turns, meta(q.answer));
+                if split == "val" {
+                    held.push(record);
+                } else {
+                    writeln!(w, "{record}")?;
+                }
+                lines += 1;
+                if let (Some(rw), Answer::Side(side, true)) = (reversed.as_mut(), q.answer) {
+                    // The same clip backwards: the opposite direction is expected; the
+                    // forward answer is kept for the report.
+                    let back = format!("media/reversed/{stem}.gif");
+                    if lang == Lang::En {
+                        write_media(&scene, &out.join(&back), true)?;
                     }
-                    lines += 1;
-                    if let (Some(rw), Answer::Side(side, true)) = (reversed.as_mut(), q.answer) {
-                        // The same clip backwards: the opposite direction is expected; the
-                        // forward answer is kept for the report.
-                        let back = format!("media/reversed/{stem}.gif");
-                        if lang == Lang::En {
-                            write_media(&scene, &out.join(&back), true)?;
-                        }
-                        let flipped = Answer::Side(side.opposite(), true);
-                        let mut m = meta(flipped);
-                        m.insert("forward_answer".into(), json!(q.answer.text(lang)));
-                        let turns = [(asked, flipped.text(lang))];
-                        let id = format!("reversed-{stem}-{}", lang.code());
-                        writeln!(rw, "{}", line(&id, &back, true, &turns, m))?;
-                        *summary.lines.entry("reversed.jsonl".into()).or_default() += 1;
-                    }
+                    let flipped = Answer::Side(side.opposite(), true);
+                    let mut m = meta(flipped);
+                    m.insert("forward_answer".into(), json!(q.answer.text(lang)));
+                    let turns = [(asked, flipped.text(lang))];
+                    let id = format!("reversed-{stem}-{}", lang.code());
+                    writeln!(rw, "{}", line(&id, &back, true, &turns, m))?;
+                    *summary.lines.entry("reversed.jsonl".into()).or_default() += 1;
                 }
             }
         }
-        rng.shuffle(&mut held);
-        for record in held {
-            writeln!(w, "{record}")?;
-        }
-        w.flush()?;
-        if let Some(mut rw) = reversed {
-            rw.flush()?;
-        }
-        summary.lines.insert(format!("{split}.jsonl"), lines);
     }
+    rng.shuffle(&mut held);
+    for record in held {
+        writeln!(w, "{record}")?;
+    }
+    w.flush()?;
+    if let Some(mut rw) = reversed {
+        rw.flush()?;
+    }
+    summary.lines.insert(format!("{split}.jsonl"), lines);
+    Ok(())
+}
+
+/// `info.json`: how the dataset was made and what it holds.
+fn write_info(options: &ShapesOptions, summary: &ShapesSummary) -> Result<()> {
+    let out = &options.out;
+    let families = options.families();
     let info = json!({
         "generator": "nuri data shapes",
         "seed": options.seed,
@@ -592,7 +402,7 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
     });
     std::fs::write(out.join("info.json"), serde_json::to_string_pretty(&info)?)
         .with_context(|| format!("writing {}", out.join("info.json").display()))?;
-    Ok(summary)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Checkpoints that survive a crash. Each is a directory `step-NNNNNNNN/` holding the model
 //! (Burn's burnpack format, which keeps parameter ids so the optimizer state still matches),
 //! the optimizer state, and `state.json`: the step, the data loader's position, the run's
-//! full config and a size + checksum of every other file. It is written as
+//! full config and the size and CRC-32 (IEEE, `crc32fast`) of every other file. It is written as
 //! `.tmp-step-NNNNNNNN/` (every file fsynced, `state.json` last) and renamed into place, so
 //! a kill at any moment leaves the previous checkpoint whole. Loading verifies the
 //! checksums and falls back to the previous checkpoint when one does not match.
@@ -21,9 +21,11 @@ use crate::config::TrainConfig;
 const MODEL_FILE: &str = "model.bpk";
 const OPTIM_FILE: &str = "optim.bpk";
 const STATE_FILE: &str = "state.json";
+/// The layout of `state.json`. Format 1 (before CRC-32) recorded FNV-1a checksums.
+const STATE_FORMAT: u32 = 2;
 
 /// Where training stands, saved in `state.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// Optimizer steps done.
     pub step: usize,
@@ -42,7 +44,8 @@ pub struct TrainState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct FileSum {
     bytes: u64,
-    fnv1a64: String,
+    /// CRC-32 (IEEE) of the file, as 8 hex digits.
+    crc32: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,14 +56,10 @@ struct StateFile {
     files: std::collections::BTreeMap<String, FileSum>,
 }
 
-/// FNV-1a, 64-bit: enough to tell a torn or corrupted file from a whole one.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+/// The checksum recorded for a file: enough to tell a torn or corrupted file from a whole
+/// one.
+fn checksum(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
@@ -130,12 +129,12 @@ pub fn save(
             file.to_string(),
             FileSum {
                 bytes: bytes.len() as u64,
-                fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
+                crc32: checksum(&bytes),
             },
         );
     }
     let state_file = StateFile {
-        format: 1,
+        format: STATE_FORMAT,
         state: state.clone(),
         config: config.clone(),
         files,
@@ -167,16 +166,28 @@ pub fn save(
 fn verify(path: &Path) -> Result<StateFile, String> {
     let text =
         std::fs::read_to_string(path.join(STATE_FILE)).map_err(|e| format!("{STATE_FILE}: {e}"))?;
-    let state: StateFile = serde_json::from_str(&text).map_err(|e| format!("{STATE_FILE}: {e}"))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{STATE_FILE}: {e}"))?;
+    let format = json.get("format").and_then(serde_json::Value::as_u64);
+    if format != Some(u64::from(STATE_FORMAT)) {
+        return Err(format!(
+            "{STATE_FILE}: format {}, but this build reads format {STATE_FORMAT} (format 1 \
+             checkpoints, with FNV-1a checksums, were written before 2026-12: resume them with \
+             that build, or start the run afresh)",
+            format.map_or("missing".to_string(), |f| f.to_string())
+        ));
+    }
+    let state: StateFile =
+        serde_json::from_value(json).map_err(|e| format!("{STATE_FILE}: {e}"))?;
     for (file, sum) in &state.files {
         let bytes = std::fs::read(path.join(file)).map_err(|e| format!("{file}: {e}"))?;
-        let hash = format!("{:016x}", fnv1a64(&bytes));
-        if bytes.len() as u64 != sum.bytes || hash != sum.fnv1a64 {
+        let hash = checksum(&bytes);
+        if bytes.len() as u64 != sum.bytes || hash != sum.crc32 {
             return Err(format!(
-                "{file}: {} bytes with checksum {hash}, but {STATE_FILE} recorded {} bytes with {}",
+                "{file}: {} bytes with CRC-32 {hash}, but {STATE_FILE} recorded {} bytes with {}",
                 bytes.len(),
                 sum.bytes,
-                sum.fnv1a64
+                sum.crc32
             ));
         }
     }
@@ -262,9 +273,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fnv_matches_the_reference_vectors() {
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    fn checksum_is_the_ieee_crc32() {
+        // The standard check value of CRC-32/ISO-HDLC.
+        assert_eq!(checksum(b"123456789"), "cbf43926");
+        assert_eq!(checksum(b""), "00000000");
+    }
+
+    #[test]
+    fn a_format_1_checkpoint_is_refused_with_a_reason() {
+        let dir = std::env::temp_dir().join(format!("nuri-ckpt-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(STATE_FILE), r#"{"format": 1, "files": {}}"#).unwrap();
+        let why = verify(&dir).unwrap_err();
+        assert!(
+            why.contains("format 1") && why.contains("start the run afresh"),
+            "{why}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use nuri_infer::{PaddingSide, Processor, ProcessorOutput};
+use nuri_processor::{PaddingSide, Processor, ProcessorOutput};
 
 use crate::data::{BadSample, Sample};
 

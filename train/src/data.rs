@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nuri_infer::media_items;
+use nuri_processor::media_items;
 use serde_json::{Value as Json, json};
 
 use crate::TrainError;
@@ -173,11 +173,11 @@ fn check(messages: &Json, root: &Path) -> Result<usize, String> {
     let items = media_items(messages, root).map_err(|e| e.to_string())?;
     for item in &items {
         let path = match item {
-            nuri_infer::MediaItem::Image {
-                source: nuri_infer::MediaSource::Path(p),
+            nuri_processor::MediaItem::Image {
+                source: nuri_processor::MediaSource::Path(p),
                 ..
             } => p,
-            nuri_infer::MediaItem::Video { source, .. } => source,
+            nuri_processor::MediaItem::Video { source, .. } => source,
             _ => continue,
         };
         if !path.exists() {

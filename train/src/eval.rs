@@ -3,14 +3,15 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use nuri_infer::Processor;
 use nuri_model::NuriModel;
+use nuri_model::generation::argmax;
+use nuri_processor::{PaddingSide, Processor, exact_match, split_last_answer};
 
 use crate::TrainError;
 use crate::collate::{TurnMarks, encode};
 use crate::config::TrainConfig;
 use crate::data::Sample;
-use crate::trainer::batch_loss;
+use crate::loss::batch_loss;
 
 /// Validation results.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,7 +24,8 @@ pub struct Validation {
     pub conversations: usize,
 }
 
-/// Most tokens greedy decoding may add beyond the reference answer's length.
+/// Most tokens greedy decoding may add beyond the reference answer's length (it stops
+/// earlier at an end-of-turn token).
 const EM_SLACK_TOKENS: usize = 4;
 
 /// Loss and exact-match accuracy over at most `max_batches` validation batches.
@@ -50,14 +52,14 @@ pub fn validate(
             continue;
         }
         let batch = crate::collate::collate(items, pad);
-        let (loss, n) = batch_loss(&model, &batch, device)?;
+        let (loss, n) = batch_loss(&model, &batch, device, false)?;
         total += f64::from(loss.into_scalar::<f32>()) * n as f64;
         count += n;
         // Exact match: the conversation up to its last assistant turn, generated greedily.
         let mut prompts = Vec::new();
         let mut answers = Vec::new();
         for sample in chunk {
-            if let Some((prompt, answer)) = nuri_infer::split_last_answer(&sample.messages) {
+            if let Some((prompt, answer)) = split_last_answer(&sample.messages) {
                 prompts.push(prompt);
                 answers.push(answer);
             }
@@ -65,7 +67,7 @@ pub fn validate(
         if prompts.is_empty() {
             continue;
         }
-        let Ok(input) = processor.process(&prompts, true, nuri_infer::PaddingSide::Left) else {
+        let Ok(input) = processor.process(&prompts, true, PaddingSide::Left) else {
             continue;
         };
         let longest = answers
@@ -73,18 +75,26 @@ pub fn validate(
             .map(|a| processor.tokenizer.encode(a).map(|t| t.len()).unwrap_or(0))
             .max()
             .unwrap_or(0);
-        let generated = model
-            .greedy(&input.to_model_input(device), longest + EM_SLACK_TOKENS)
-            .map_err(|e| TrainError::Model(e.to_string()))?;
+        let limit = longest + EM_SLACK_TOKENS;
         let eos = &processor.tokenizer.special.eos;
-        for (tokens, answer) in generated.iter().zip(&answers) {
-            let ids: Vec<u32> = tokens
-                .iter()
-                .map(|&t| t as u32)
-                .take_while(|t| !eos.contains(t))
-                .collect();
-            let text = processor.tokenizer.decode(&ids, true)?;
-            matched += usize::from(text.trim() == answer);
+        let mut generated = vec![Vec::new(); prompts.len()];
+        model
+            .generate(
+                &input.to_model_input(device),
+                processor.tokenizer.special.pad,
+                &mut |row, logits| {
+                    let token = argmax(logits);
+                    if eos.contains(&token) {
+                        return None;
+                    }
+                    generated[row].push(token);
+                    (generated[row].len() < limit).then_some(token)
+                },
+            )
+            .map_err(|e| TrainError::Model(e.to_string()))?;
+        for (ids, answer) in generated.iter().zip(&answers) {
+            let text = processor.tokenizer.decode(ids, true)?;
+            matched += usize::from(exact_match(&text, answer));
             asked += 1;
         }
     }

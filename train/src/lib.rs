@@ -6,8 +6,12 @@ pub mod collate;
 pub mod config;
 pub mod data;
 pub mod eval;
+mod feed;
+pub mod loss;
 pub mod optim;
 pub mod plot;
+pub mod report;
+pub mod setup;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -15,7 +19,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use config::{BadSamplePolicy, TrainConfig};
-pub use trainer::{RunSummary, train};
+pub use trainer::{RunSummary, Trainer, train};
 
 /// Why a training run stopped.
 #[derive(Debug, Error)]
@@ -32,7 +36,7 @@ pub enum TrainError {
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error(transparent)]
-    Processor(#[from] nuri_infer::ProcessorError),
+    Processor(#[from] nuri_processor::ProcessorError),
     #[error("model: {0}")]
     Model(String),
     #[error(

@@ -282,7 +282,7 @@ fn lora_trains_adapters_only_and_merges_them_on_export() {
     // trained adapters were merged), the frozen rest does not.
     let base_out = tmp("lora-base");
     let device = Device::flex().autodiff();
-    let (_, base_model, nuri) = nuri_train::trainer::init_model(&cfg, &device).expect("init");
+    let (_, base_model, nuri) = nuri_train::setup::init_model(&cfg, &device).expect("init");
     nuri_model::save_pretrained(&base_model.valid().materialize(), &nuri, &base_out).expect("save");
     let base_bytes = std::fs::read(base_out.join("model.safetensors")).expect("weights");
     let base_st = safetensors::SafeTensors::deserialize(&base_bytes).expect("safetensors");
@@ -366,14 +366,14 @@ fn a_config_json_path_is_a_preset() {
     let device = Device::flex();
     let mut from_file = config(&dir, 1);
     from_file.model.preset = Some(path.display().to_string());
-    let (_, model, nuri) = nuri_train::trainer::build(&from_file, &device).expect("builds");
+    let (_, model, nuri) = nuri_train::setup::build(&from_file, &device).expect("builds");
     let (_, preset_model, preset) =
-        nuri_train::trainer::build(&config(&dir, 1), &device).expect("builds");
+        nuri_train::setup::build(&config(&dir, 1), &device).expect("builds");
     assert_eq!(nuri, preset);
     assert_eq!(model.num_params(), preset_model.num_params());
 
     from_file.model.preset = Some(dir.join("missing.json").display().to_string());
-    let err = match nuri_train::trainer::build(&from_file, &device) {
+    let err = match nuri_train::setup::build(&from_file, &device) {
         Ok(_) => panic!("a missing file must be an error"),
         Err(e) => e.to_string(),
     };

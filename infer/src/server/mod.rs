@@ -32,7 +32,7 @@ pub use request::ApiError;
 use request::{convert_messages, from_generate, params, unix_now};
 
 use crate::generate::{Generated, GenerationRequest, generate_limited};
-use crate::processor::Processor;
+use nuri_processor::Processor;
 
 /// Server settings (the `nuri serve` flags).
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ impl Default for ServeOptions {
             model_name: "nuri".into(),
             max_body_bytes: 20 << 20,
             max_images: 8,
-            max_image_pixels: nuri_encoders::image::DEFAULT_DECODE_LIMIT,
+            max_image_pixels: nuri_media::image::DEFAULT_DECODE_LIMIT,
             queue_limit: 64,
             max_batch: 8,
             allow_local_media: None,
@@ -167,7 +167,34 @@ async fn handle_chat(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let options = &state.options;
+    let chat = parse_chat(&state.options, body)?;
+    let rx = enqueue(state, chat.request)?;
+    let reply = Reply {
+        id: format!("chatcmpl-{:x}", rand_id()),
+        created: unix_now(),
+        model: state.options.model_name.clone(),
+    };
+    if chat.stream {
+        Ok(respond_sse(rx, reply, chat.include_usage))
+    } else {
+        respond_json(rx, reply).await
+    }
+}
+
+/// A chat-completion request, checked.
+struct ChatRequest {
+    request: GenerationRequest,
+    stream: bool,
+    /// `stream_options.include_usage`: the last chunk carries the token counts.
+    include_usage: bool,
+}
+
+/// Reads and checks the body: its size, JSON, the model name, the messages and the
+/// sampling fields.
+fn parse_chat(
+    options: &ServeOptions,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ChatRequest, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -187,44 +214,52 @@ async fn handle_chat(
             "the body must be a JSON object",
         ));
     }
-    match body.get("model").and_then(Json::as_str) {
-        Some(m) if m != options.model_name => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "model_not_found",
-                format!(
-                    "the model `{m}` does not exist; this server serves `{}`",
-                    options.model_name
-                ),
-            )
-            .with_param("model"));
-        }
-        _ => {}
+    if let Some(m) = body.get("model").and_then(Json::as_str)
+        && m != options.model_name
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "the model `{m}` does not exist; this server serves `{}`",
+                options.model_name
+            ),
+        )
+        .with_param("model"));
     }
     let messages = convert_messages(body.get("messages").unwrap_or(&Json::Null), options)?;
     let params = params(&body, options)?;
-    let stream = body.get("stream").and_then(Json::as_bool).unwrap_or(false);
-    let include_usage = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Json::as_bool)
-        .unwrap_or(false);
-    if state.queued.fetch_add(1, Ordering::SeqCst) >= options.queue_limit {
+    Ok(ChatRequest {
+        request: GenerationRequest { messages, params },
+        stream: body.get("stream").and_then(Json::as_bool).unwrap_or(false),
+        include_usage: body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Json::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// Queues the request for the engine (429 past the queue limit); its events arrive on the
+/// returned channel.
+fn enqueue(
+    state: &AppState,
+    request: GenerationRequest,
+) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
+    let limit = state.options.queue_limit;
+    if state.queued.fetch_add(1, Ordering::SeqCst) >= limit {
         state.queued.fetch_sub(1, Ordering::SeqCst);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "queue_full",
-            format!(
-                "{} requests are already waiting; retry later",
-                options.queue_limit
-            ),
+            format!("{limit} requests are already waiting; retry later"),
         ));
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     state
         .jobs
         .send(Job {
-            request: GenerationRequest { messages, params },
+            request,
             events: tx,
         })
         .map_err(|_| {
@@ -234,35 +269,57 @@ async fn handle_chat(
                 "the server is shutting down",
             )
         })?;
-    let id = format!("chatcmpl-{:x}", rand_id());
-    let created = unix_now();
-    let model = options.model_name.clone();
-    if !stream {
-        let mut text = String::new();
-        while let Some(event) = rx.recv().await {
-            match event {
-                Event::Piece(p) => text.push_str(&p),
-                Event::Error(e) => return Err(e),
-                Event::Done(g) => {
-                    let body = json!({
-                        "id": id, "object": "chat.completion", "created": created, "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
-                                     "logprobs": null, "finish_reason": g.finish_reason.as_str()}],
-                        "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(),
-                                  "total_tokens": g.prompt_tokens + g.tokens.len()},
-                    });
-                    return Ok(axum::Json(body).into_response());
-                }
+    Ok(rx)
+}
+
+/// What every response object of one completion repeats.
+struct Reply {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+/// OpenAI's `usage` object of an answer.
+fn usage(g: &Generated) -> Json {
+    json!({"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(),
+           "total_tokens": g.prompt_tokens + g.tokens.len()})
+}
+
+/// The whole answer as one `chat.completion` object, once it is done.
+async fn respond_json(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    reply: Reply,
+) -> Result<Response, ApiError> {
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Piece(_) => {}
+            Event::Error(e) => return Err(e),
+            Event::Done(g) => {
+                let body = json!({
+                    "id": reply.id, "object": "chat.completion", "created": reply.created,
+                    "model": reply.model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                                 "logprobs": null, "finish_reason": g.finish_reason.as_str()}],
+                    "usage": usage(&g),
+                });
+                return Ok(axum::Json(body).into_response());
             }
         }
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "engine_stopped",
-            "the engine stopped",
-        ));
     }
+    Err(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "engine_stopped",
+        "the engine stopped",
+    ))
+}
+
+/// The answer as server-sent `chat.completion.chunk` events: the role first, a chunk per
+/// piece, the finish reason (and usage, when asked), then `[DONE]`; an error mid-stream is
+/// sent as an error event before `[DONE]`.
+fn respond_sse(rx: mpsc::UnboundedReceiver<Event>, reply: Reply, include_usage: bool) -> Response {
     let chunk = move |delta: Json, finish: Option<&str>| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        json!({"id": reply.id, "object": "chat.completion.chunk", "created": reply.created,
+               "model": reply.model,
                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
     };
     let first = chunk(json!({"role": "assistant", "content": ""}), None);
@@ -279,38 +336,31 @@ async fn handle_chat(
             if finished {
                 return None;
             }
-            match rx.recv().await {
-                Some(Event::Piece(p)) => Some((
-                    Ok(sse(&chunk(json!({"content": p}), None))),
-                    (None, false, rx, chunk),
-                )),
-                Some(Event::Done(g)) => {
+            let (bytes, finished) = match rx.recv().await? {
+                Event::Piece(p) => (sse(&chunk(json!({"content": p}), None)), false),
+                Event::Done(g) => {
                     let mut last = chunk(json!({}), Some(g.finish_reason.as_str()));
                     if include_usage {
-                        last["usage"] = json!({"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(),
-                                               "total_tokens": g.prompt_tokens + g.tokens.len()});
+                        last["usage"] = usage(&g);
                     }
-                    Some((
-                        Ok(Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n"))),
-                        (None, true, rx, chunk),
-                    ))
+                    (
+                        Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n")),
+                        true,
+                    )
                 }
-                Some(Event::Error(e)) => Some((
-                    Ok(Bytes::from(format!(
-                        "data: {}\n\ndata: [DONE]\n\n",
-                        e.body()
-                    ))),
-                    (None, true, rx, chunk),
-                )),
-                None => None,
-            }
+                Event::Error(e) => (
+                    Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body())),
+                    true,
+                ),
+            };
+            Some((Ok(bytes), (None, finished, rx, chunk)))
         },
     );
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(stream))
-        .expect("valid response"))
+        .expect("valid response")
 }
 
 fn rand_id() -> u64 {

@@ -6,13 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use nuri_encoders::image::MediaError;
+use nuri_media::image::MediaError;
 use serde_json::{Value as Json, json};
 
 use super::ServeOptions;
-use crate::ProcessorError;
 use crate::generate::GenerateError;
 use crate::sampling::SamplingParams;
+use nuri_processor::ProcessorError;
 
 /// An error as the OpenAI API reports it.
 #[derive(Debug, Clone)]

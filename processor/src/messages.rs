@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use nuri_encoders::video::{FrameSampling, VideoOptions};
+use nuri_media::video::{FrameSampling, VideoOptions};
 use serde_json::Value as Json;
 
 use crate::ProcessorError;
@@ -106,147 +106,169 @@ pub fn media_items(messages: &Json, root: &Path) -> Result<Vec<MediaItem>, Proce
     })?;
     let mut items = Vec::new();
     for (m, message) in list.iter().enumerate() {
-        match message.get("role") {
-            Some(Json::String(_)) => {}
-            other => {
-                return Err(bad(
-                    m,
-                    None,
-                    format!("field `role`: expected a string, got {other:?}"),
-                ));
-            }
-        }
-        let parts = match message.get("content") {
-            Some(Json::String(_)) | Some(Json::Null) | None => continue,
-            Some(Json::Array(parts)) => parts,
-            Some(other) => {
-                return Err(bad(
-                    m,
-                    None,
-                    format!("field `content`: expected a string or a list of parts, got {other}"),
-                ));
-            }
-        };
-        for (p, part) in parts.iter().enumerate() {
-            let at = (m, p);
-            let label = format!("message {m}, part {p}");
-            let uint = |key: &str| -> Result<Option<usize>, ProcessorError> {
-                match part.get(key) {
-                    None | Some(Json::Null) => Ok(None),
-                    Some(v) => v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| {
-                        bad(
-                            m,
-                            Some(p),
-                            format!("field `{key}`: expected a non-negative integer, got {v}"),
-                        )
-                    }),
-                }
-            };
-            let float = |key: &str| -> Result<Option<f64>, ProcessorError> {
-                match part.get(key) {
-                    None | Some(Json::Null) => Ok(None),
-                    Some(v) => v
-                        .as_f64()
-                        .filter(|x| x.is_finite() && *x > 0.0)
-                        .map(Some)
-                        .ok_or_else(|| {
-                            bad(
-                                m,
-                                Some(p),
-                                format!("field `{key}`: expected a positive number, got {v}"),
-                            )
-                        }),
-                }
-            };
-            let kind = part.get("type").and_then(Json::as_str);
-            let image_ref = match (kind, part.get("image"), part.get("image_url")) {
-                (_, Some(Json::String(s)), _) => Some(s.clone()),
-                (_, _, Some(Json::String(s))) => Some(s.clone()),
-                (_, _, Some(Json::Object(o))) => {
-                    o.get("url").and_then(Json::as_str).map(str::to_string)
-                }
-                (Some("image" | "image_url"), _, _) => {
-                    return Err(bad(
-                        m,
-                        Some(p),
-                        "an image part needs `image` (a path or data URL) or `image_url.url`"
-                            .into(),
-                    ));
-                }
-                _ => None,
-            };
-            if let Some(image) = image_ref {
-                items.push(MediaItem::Image {
-                    source: source(&image, root, true, at)?,
-                    min_pixels: uint("min_pixels")?,
-                    max_pixels: uint("max_pixels")?,
-                    label,
-                });
-                continue;
-            }
-            let video_ref = match (kind, part.get("video"), part.get("video_url")) {
-                (_, Some(Json::String(s)), _) => Some(s.clone()),
-                (_, _, Some(Json::Object(o))) => {
-                    o.get("url").and_then(Json::as_str).map(str::to_string)
-                }
-                (_, _, Some(Json::String(s))) => Some(s.clone()),
-                (Some("video" | "video_url"), _, _) => {
-                    return Err(bad(
-                        m,
-                        Some(p),
-                        "a video part needs `video` (a file or folder path)".into(),
-                    ));
-                }
-                _ => None,
-            };
-            if let Some(video) = video_ref {
-                let MediaSource::Path(path) = source(&video, root, false, at)? else {
-                    unreachable!("data URLs are refused for videos");
-                };
-                let sampling = match uint("nframes")? {
-                    Some(n) => FrameSampling::Count(n),
-                    None => FrameSampling::Fps {
-                        fps: float("fps")?.unwrap_or(nuri_encoders::video::sampling::DEFAULT_FPS),
-                        min_frames: uint("min_frames")?,
-                        max_frames: uint("max_frames")?,
-                    },
-                };
-                let options = VideoOptions {
-                    sampling,
-                    min_pixels: uint("min_pixels")?,
-                    max_pixels: uint("max_pixels")?,
-                    total_pixels: float("total_pixels")?,
-                    folder_fps: float("sample_fps")?
-                        .unwrap_or(nuri_encoders::video::DEFAULT_FOLDER_FPS),
-                };
-                items.push(MediaItem::Video {
-                    source: path,
-                    options,
-                    label,
-                });
-                continue;
-            }
-            match kind {
-                Some("text") | None if part.get("text").is_some_and(Json::is_string) => {}
-                Some("text") => {
-                    return Err(bad(m, Some(p), "a text part needs a string `text`".into()));
-                }
-                Some(other) => {
-                    return Err(bad(
-                        m,
-                        Some(p),
-                        format!(
-                            "unknown part type `{other}` (expected text, image, image_url or video)"
-                        ),
-                    ));
-                }
-                None => {
-                    return Err(bad(m, Some(p), format!("a part needs `type`, got {part}")));
-                }
+        for (p, part) in content_parts(m, message)?.iter().enumerate() {
+            let part = Part { json: part, m, p };
+            if let Some(item) = part.media(root)? {
+                items.push(item);
+            } else {
+                part.check_text()?;
             }
         }
     }
     Ok(items)
+}
+
+/// A message's content parts (none when its content is a plain string), after checking its
+/// `role`.
+fn content_parts(m: usize, message: &Json) -> Result<&[Json], ProcessorError> {
+    match message.get("role") {
+        Some(Json::String(_)) => {}
+        other => {
+            return Err(bad(
+                m,
+                None,
+                format!("field `role`: expected a string, got {other:?}"),
+            ));
+        }
+    }
+    match message.get("content") {
+        Some(Json::String(_)) | Some(Json::Null) | None => Ok(&[]),
+        Some(Json::Array(parts)) => Ok(parts),
+        Some(other) => Err(bad(
+            m,
+            None,
+            format!("field `content`: expected a string or a list of parts, got {other}"),
+        )),
+    }
+}
+
+/// Part `p` of message `m`.
+struct Part<'a> {
+    json: &'a Json,
+    m: usize,
+    p: usize,
+}
+
+impl Part<'_> {
+    fn bad(&self, what: String) -> ProcessorError {
+        bad(self.m, Some(self.p), what)
+    }
+
+    /// An optional non-negative integer field.
+    fn uint(&self, key: &str) -> Result<Option<usize>, ProcessorError> {
+        match self.json.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(v) => v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| {
+                self.bad(format!(
+                    "field `{key}`: expected a non-negative integer, got {v}"
+                ))
+            }),
+        }
+    }
+
+    /// An optional positive number field.
+    fn float(&self, key: &str) -> Result<Option<f64>, ProcessorError> {
+        match self.json.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .map(Some)
+                .ok_or_else(|| {
+                    self.bad(format!(
+                        "field `{key}`: expected a positive number, got {v}"
+                    ))
+                }),
+        }
+    }
+
+    fn kind(&self) -> Option<&str> {
+        self.json.get("type").and_then(Json::as_str)
+    }
+
+    /// The image or video this part carries, if any.
+    fn media(&self, root: &Path) -> Result<Option<MediaItem>, ProcessorError> {
+        let (part, at) = (self.json, (self.m, self.p));
+        let label = format!("message {}, part {}", self.m, self.p);
+        let image_ref = match (self.kind(), part.get("image"), part.get("image_url")) {
+            (_, Some(Json::String(s)), _) => Some(s.clone()),
+            (_, _, Some(Json::String(s))) => Some(s.clone()),
+            (_, _, Some(Json::Object(o))) => {
+                o.get("url").and_then(Json::as_str).map(str::to_string)
+            }
+            (Some("image" | "image_url"), _, _) => {
+                return Err(self.bad(
+                    "an image part needs `image` (a path or data URL) or `image_url.url`".into(),
+                ));
+            }
+            _ => None,
+        };
+        if let Some(image) = image_ref {
+            return Ok(Some(MediaItem::Image {
+                source: source(&image, root, true, at)?,
+                min_pixels: self.uint("min_pixels")?,
+                max_pixels: self.uint("max_pixels")?,
+                label,
+            }));
+        }
+        let video_ref = match (self.kind(), part.get("video"), part.get("video_url")) {
+            (_, Some(Json::String(s)), _) => Some(s.clone()),
+            (_, _, Some(Json::Object(o))) => {
+                o.get("url").and_then(Json::as_str).map(str::to_string)
+            }
+            (_, _, Some(Json::String(s))) => Some(s.clone()),
+            (Some("video" | "video_url"), _, _) => {
+                return Err(self.bad("a video part needs `video` (a file or folder path)".into()));
+            }
+            _ => None,
+        };
+        let Some(video) = video_ref else {
+            return Ok(None);
+        };
+        let MediaSource::Path(path) = source(&video, root, false, at)? else {
+            unreachable!("data URLs are refused for videos");
+        };
+        Ok(Some(MediaItem::Video {
+            source: path,
+            options: self.video_options()?,
+            label,
+        }))
+    }
+
+    /// A video part's sampling and sizing options, as `qwen_vl_utils` reads them.
+    fn video_options(&self) -> Result<VideoOptions, ProcessorError> {
+        let sampling = match self.uint("nframes")? {
+            Some(n) => FrameSampling::Count(n),
+            None => FrameSampling::Fps {
+                fps: self
+                    .float("fps")?
+                    .unwrap_or(nuri_media::video::sampling::DEFAULT_FPS),
+                min_frames: self.uint("min_frames")?,
+                max_frames: self.uint("max_frames")?,
+            },
+        };
+        Ok(VideoOptions {
+            sampling,
+            min_pixels: self.uint("min_pixels")?,
+            max_pixels: self.uint("max_pixels")?,
+            total_pixels: self.float("total_pixels")?,
+            folder_fps: self
+                .float("sample_fps")?
+                .unwrap_or(nuri_media::video::DEFAULT_FOLDER_FPS),
+        })
+    }
+
+    /// A part without media must be a text part.
+    fn check_text(&self) -> Result<(), ProcessorError> {
+        match self.kind() {
+            Some("text") | None if self.json.get("text").is_some_and(Json::is_string) => Ok(()),
+            Some("text") => Err(self.bad("a text part needs a string `text`".into())),
+            Some(other) => Err(self.bad(format!(
+                "unknown part type `{other}` (expected text, image, image_url or video)"
+            ))),
+            None => Err(self.bad(format!("a part needs `type`, got {}", self.json))),
+        }
+    }
 }
 
 /// A conversation that ends with an assistant turn of plain text, split into the messages
@@ -257,6 +279,12 @@ pub fn split_last_answer(messages: &Json) -> Option<(Json, String)> {
         .as_str()
         .filter(|_| last["role"] == "assistant")?;
     Some((Json::Array(before.to_vec()), answer.trim().to_string()))
+}
+
+/// Whether a generated answer counts as the reference answer: equal once whitespace is
+/// trimmed from both ends (the exact match that validation and `nuri eval` score).
+pub fn exact_match(generated: &str, reference: &str) -> bool {
+    generated.trim() == reference.trim()
 }
 
 #[cfg(test)]

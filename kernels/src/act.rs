@@ -24,7 +24,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 
 use crate::fused::{all_f32, f32_tensor, values};
-use crate::kernels;
+use crate::loops;
 use crate::on_flex;
 
 /// The activations as operations of their own (see the module docs). The default bodies are
@@ -69,7 +69,7 @@ impl FusedActivation for Flex {
         let (x, layout) = values(&x);
         let xs = x.as_slice::<f32>().expect("contiguous f32");
         let mut out = vec![0.0; xs.len()];
-        kernels::sigmoid_gate(xs, alpha, &mut out);
+        loops::sigmoid_gate(xs, alpha, &mut out);
         f32_tensor(out, layout)
     }
 
@@ -81,7 +81,7 @@ impl FusedActivation for Flex {
         let xs = x.as_slice::<f32>().expect("contiguous f32");
         let gs = grad.as_slice::<f32>().expect("contiguous f32");
         let mut dx = vec![0.0; xs.len()];
-        kernels::sigmoid_gate_backward(xs, gs, alpha, &mut dx);
+        loops::sigmoid_gate_backward(xs, gs, alpha, &mut dx);
         f32_tensor(dx, layout)
     }
 
@@ -93,7 +93,7 @@ impl FusedActivation for Flex {
         let gs = gate.as_slice::<f32>().expect("contiguous f32");
         let us = up.as_slice::<f32>().expect("contiguous f32");
         let mut out = vec![0.0; gs.len()];
-        kernels::swiglu(gs, us, &mut out);
+        loops::swiglu(gs, us, &mut out);
         f32_tensor(out, layout)
     }
 
@@ -110,7 +110,7 @@ impl FusedActivation for Flex {
         let us = up.as_slice::<f32>().expect("contiguous f32");
         let ds = grad.as_slice::<f32>().expect("contiguous f32");
         let (mut dg, mut du) = (vec![0.0; gs.len()], vec![0.0; gs.len()]);
-        kernels::swiglu_backward(gs, us, ds, &mut dg, &mut du);
+        loops::swiglu_backward(gs, us, ds, &mut dg, &mut du);
         (f32_tensor(dg, layout.clone()), f32_tensor(du, layout))
     }
 }

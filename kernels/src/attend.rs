@@ -27,7 +27,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, BoolStore, DType, Tensor, TensorData};
 
-use crate::kernels::softmax_rows;
+use crate::loops::softmax_rows;
 use crate::on_flex;
 
 /// What a masked score becomes before the softmax of the backward pass: finite, so that a
@@ -138,18 +138,22 @@ fn flex_probs(
     Some(scores)
 }
 
-/// Up to how many keys the forward materializes `P` (one row block of `[seq, keys]` per head);
-/// beyond, flex's attention, which does not, is faster (the vision tower at 224² with 8-pixel
-/// patches has 784 keys: 38.9 → 32.0 images/s when `P` was materialized there).
-const MATERIALIZE_KEYS: usize = 256;
+/// Up to how many scores per head (queries × keys) the forward materializes `P`; beyond,
+/// flex's attention, which does not, is faster (the vision tower at 224² with 8-pixel patches
+/// has 784 queries and keys: 38.9 → 32.0 images/s when `P` was materialized there). A decoding
+/// step (one query) materializes `P` up to 65,536 keys: its keys and values then go to
+/// strided matmuls as they lie in the KV cache, where flex's attention would first copy them.
+const MATERIALIZE_SCORES: usize = 256 * 256;
 
-fn short_keys(k: &FlexTensor) -> bool {
-    k.layout().shape().dims::<4>()[2] <= MATERIALIZE_KEYS
+fn short_keys(q: &FlexTensor, k: &FlexTensor) -> bool {
+    let queries = q.layout().shape().dims::<4>()[2];
+    let keys = k.layout().shape().dims::<4>()[2];
+    queries * keys <= MATERIALIZE_SCORES
 }
 
 impl FusedAttention for Flex {
     fn attend(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f64) -> FlexTensor {
-        if !short_keys(&k) {
+        if !short_keys(&q, &k) {
             return Flex::attention(q, k, v, None, None, options(scale));
         }
         match flex_probs(&q, &k, None, scale) {
@@ -165,7 +169,7 @@ impl FusedAttention for Flex {
         mask: FlexTensor,
         scale: f64,
     ) -> FlexTensor {
-        if !short_keys(&k) {
+        if !short_keys(&q, &k) {
             return Flex::attention(q, k, v, Some(mask), None, options(scale));
         }
         match flex_probs(&q, &k, Some(&mask), scale) {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nuri_encoders::image::{ImageProcessorConfig, RgbImage, load_rgb, smart_resize};
+use nuri_media::image::{ImageProcessorConfig, RgbImage, load_rgb, smart_resize};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 

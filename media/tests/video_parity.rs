@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use nuri_encoders::image::{ImageProcessorConfig, MediaError, RgbImage};
-use nuri_encoders::video::{FrameSampling, VideoOptions, VideoPatches, load_video, open_video};
+use nuri_media::image::{ImageProcessorConfig, MediaError, RgbImage};
+use nuri_media::video::{FrameSampling, VideoOptions, VideoPatches, load_video, open_video};
 use safetensors::SafeTensors;
 use serde_json::Value;
 

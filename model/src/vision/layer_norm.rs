@@ -31,7 +31,7 @@ impl LayerNorm {
     /// # Shapes
     /// - `x`: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        crate::rowops::layer_norm(x, self.weight.val(), self.bias.val(), self.epsilon)
+        nuri_kernels::layer_norm(x, self.weight.val(), self.bias.val(), self.epsilon)
     }
 }
 

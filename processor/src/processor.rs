@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use nuri_encoders::image::decode::DEFAULT_DECODE_LIMIT;
-use nuri_encoders::image::{ImageProcessorConfig, MediaError, decode_rgb, load_rgb};
-use nuri_encoders::video::{VideoOptions, load_video};
+use nuri_media::image::decode::DEFAULT_DECODE_LIMIT;
+use nuri_media::image::{ImageProcessorConfig, MediaError, decode_rgb, load_rgb};
+use nuri_media::video::{VideoOptions, load_video};
 use nuri_model::{MultimodalInput, VisionTokens, rope_index};
 use serde_json::Value as Json;
 
@@ -203,6 +203,15 @@ impl Processor {
         config
     }
 
+    /// Caps the pixels of every image and of every video frame at `max` (lowering the
+    /// minimum to it when needed).
+    pub fn limit_pixels(&mut self, max: usize) {
+        self.image.max_pixels = max;
+        self.image.min_pixels = self.image.min_pixels.min(max);
+        self.video_max_pixels = Some(max);
+        self.video_min_pixels = Some(self.image.min_pixels);
+    }
+
     /// Resolves relative media paths against `root` from now on.
     pub fn with_media_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.media_root = root.into();
@@ -245,7 +254,7 @@ impl Processor {
     fn image_patches(
         &self,
         item: &MediaItem,
-    ) -> Result<nuri_encoders::image::Patches, ProcessorError> {
+    ) -> Result<nuri_media::image::Patches, ProcessorError> {
         let MediaItem::Image {
             source,
             min_pixels,
@@ -291,6 +300,39 @@ impl Processor {
         padding: PaddingSide,
     ) -> Result<ProcessorOutput, ProcessorError> {
         let mut out = ProcessorOutput::empty(texts.len());
+        self.add_media(media, &mut out)?;
+        let rows = self.expand_and_encode(texts, &out)?;
+        pad_rows(
+            &rows,
+            i64::from(self.tokenizer.special.pad),
+            padding,
+            &mut out,
+        );
+        let special = &self.tokenizer.special;
+        let index = rope_index(
+            &out.input_ids,
+            Some(&out.attention_mask),
+            [out.batch, out.seq_len],
+            &out.image_grid_thw,
+            &out.video_grid_thw,
+            VisionTokens {
+                image_token_id: i64::from(special.image_pad),
+                video_token_id: i64::from(special.video_pad),
+                spatial_merge_size: self.image.merge_size,
+            },
+        )
+        .map_err(ProcessorError::Fusion)?;
+        out.position_ids = index.position_ids;
+        out.rope_deltas = index.rope_deltas;
+        Ok(out)
+    }
+
+    /// Decodes and patchifies the media in order into `out`'s pixel rows and grids.
+    fn add_media(
+        &self,
+        media: &[MediaItem],
+        out: &mut ProcessorOutput,
+    ) -> Result<(), ProcessorError> {
         for item in media {
             match item {
                 MediaItem::Image { .. } => {
@@ -315,7 +357,16 @@ impl Processor {
                 }
             }
         }
-        // Expand each pad to one token per merged visual token, consuming grids in order.
+        Ok(())
+    }
+
+    /// Each text with every visual pad repeated once per merged visual token of its grid
+    /// (grids consumed in order; every grid must be used), tokenized.
+    fn expand_and_encode(
+        &self,
+        texts: &[String],
+        out: &ProcessorOutput,
+    ) -> Result<Vec<Vec<u32>>, ProcessorError> {
         let merge = self.image.merge_size * self.image.merge_size;
         let vmerge = self.video.merge_size * self.video.merge_size;
         let (mut next_image, mut next_video) = (0, 0);
@@ -362,40 +413,28 @@ impl Processor {
                 ));
             }
         }
-        let seq_len = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let pad = i64::from(self.tokenizer.special.pad);
-        for row in &rows {
-            let fill = seq_len - row.len();
-            let ids = row.iter().map(|&t| i64::from(t));
-            let (ids, mask): (Vec<i64>, Vec<i64>) = match padding {
-                PaddingSide::Left => std::iter::repeat_n((pad, 0), fill)
-                    .chain(ids.map(|t| (t, 1)))
-                    .unzip(),
-                PaddingSide::Right => ids
-                    .map(|t| (t, 1))
-                    .chain(std::iter::repeat_n((pad, 0), fill))
-                    .unzip(),
-            };
-            out.input_ids.extend(ids);
-            out.attention_mask.extend(mask);
-        }
-        out.seq_len = seq_len;
-        let special = &self.tokenizer.special;
-        let index = rope_index(
-            &out.input_ids,
-            Some(&out.attention_mask),
-            [out.batch, seq_len],
-            &out.image_grid_thw,
-            &out.video_grid_thw,
-            VisionTokens {
-                image_token_id: i64::from(special.image_pad),
-                video_token_id: i64::from(special.video_pad),
-                spatial_merge_size: self.image.merge_size,
-            },
-        )
-        .map_err(ProcessorError::Fusion)?;
-        out.position_ids = index.position_ids;
-        out.rope_deltas = index.rope_deltas;
-        Ok(out)
+        Ok(rows)
     }
+}
+
+/// Appends `rows` to `out`, padded with `pad` to the longest on the given side, with their
+/// attention masks.
+fn pad_rows(rows: &[Vec<u32>], pad: i64, padding: PaddingSide, out: &mut ProcessorOutput) {
+    let seq_len = rows.iter().map(Vec::len).max().unwrap_or(0);
+    for row in rows {
+        let fill = seq_len - row.len();
+        let ids = row.iter().map(|&t| i64::from(t));
+        let (ids, mask): (Vec<i64>, Vec<i64>) = match padding {
+            PaddingSide::Left => std::iter::repeat_n((pad, 0), fill)
+                .chain(ids.map(|t| (t, 1)))
+                .unzip(),
+            PaddingSide::Right => ids
+                .map(|t| (t, 1))
+                .chain(std::iter::repeat_n((pad, 0), fill))
+                .unzip(),
+        };
+        out.input_ids.extend(ids);
+        out.attention_mask.extend(mask);
+    }
+    out.seq_len = seq_len;
 }

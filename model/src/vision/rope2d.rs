@@ -60,15 +60,6 @@ pub fn vision_rotary_tables(
     (angles.clone().cos(), angles.sin())
 }
 
-/// `[x1, x2] -> [-x2, x1]` over the last dimension's two halves: the rotation partner of
-/// each coordinate in the rotate-half RoPE layout (shared with the language model's RoPE).
-pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let hd = x.dims()[D - 1];
-    let x1 = x.clone().narrow(D - 1, 0, hd / 2);
-    let x2 = x.narrow(D - 1, hd / 2, hd / 2);
-    Tensor::cat(vec![x2.neg(), x1], D - 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

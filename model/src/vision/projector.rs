@@ -3,24 +3,13 @@
 //! window), and map the result through a GELU MLP into the language model's width.
 
 use burn::module::Module;
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use crate::norm::{LayerNorm, VISION_LAYER_NORM_EPS};
-use crate::vision::VisionConfig;
-
-/// Standard deviation of the reference's weight initialization.
-pub const INIT_STD: f64 = 0.02;
-
-pub(crate) fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
-    LinearConfig::new(d_in, d_out)
-        .with_initializer(Initializer::Normal {
-            mean: 0.0,
-            std: INIT_STD,
-        })
-        .init(device)
-}
+use super::VisionConfig;
+use super::layer_norm::{LayerNorm, VISION_LAYER_NORM_EPS};
+use crate::init::linear;
 
 /// Merges `spatial_merge_size²` neighbouring patches into one language-model token.
 ///
@@ -40,8 +29,8 @@ impl PatchMerger {
         let merged = config.merged_dim();
         Self {
             ln_q: LayerNorm::new(config.embed_dim, VISION_LAYER_NORM_EPS, device),
-            fc1: linear(merged, merged, device),
-            fc2: linear(merged, config.hidden_size, device),
+            fc1: linear(merged, merged, true, device),
+            fc2: linear(merged, config.hidden_size, true, device),
             merge_area: config.spatial_merge_size * config.spatial_merge_size,
         }
     }

@@ -4,14 +4,15 @@
 //! another: the reference's `cu_seqlens` cut the patches into `h·w` runs, one per slice.
 
 use burn::module::{Module, Param};
-use burn::nn::{Initializer, Linear};
+use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
 
 use super::config::{VisionConfig, VisionError, count_patches};
+use super::layer_norm::{LayerNorm, VISION_LAYER_NORM_EPS};
+use super::projector::PatchMerger;
 use super::rope2d::{patch_positions, vision_rotary_tables};
-use crate::attend::attend;
-use crate::norm::{LayerNorm, VISION_LAYER_NORM_EPS};
-use crate::projector::{INIT_STD, PatchMerger, linear};
+use crate::init::{linear, normal_init};
+use nuri_kernels::attend;
 
 /// The reference's `Conv3d(C, embed, kernel = stride = (T, P, P), bias = False)`. Its kernel
 /// covers each tubelet exactly once, so it is a linear map of the flattened tubelet; the
@@ -36,13 +37,9 @@ impl PatchEmbed {
             config.patch_size,
             config.patch_size,
         ];
-        let init = Initializer::Normal {
-            mean: 0.0,
-            std: INIT_STD,
-        };
         Self {
             proj: PatchProjection {
-                weight: init.init(shape, device),
+                weight: normal_init().init(shape, device),
             },
         }
     }
@@ -91,7 +88,7 @@ impl VisionAttention {
         let rotate = |t: Tensor<3>| {
             let dtype = t.dtype();
             let t = t.cast(DType::F32);
-            crate::rowops::rope(t, cos.clone(), sin.clone()).cast(dtype)
+            nuri_kernels::rope(t, cos.clone(), sin.clone()).cast(dtype)
         };
         let q = rotate(part(0)).swap_dims(0, 1); // [h, n, hd]
         let k = rotate(part(1)).swap_dims(0, 1);
@@ -131,7 +128,7 @@ pub struct VisionMlp {
 
 /// QuickGELU, `x · σ(1.702 x)` (the reference config's `hidden_act`).
 fn quick_gelu(x: Tensor<2>) -> Tensor<2> {
-    crate::act::sigmoid_gate(x, 1.702)
+    nuri_kernels::sigmoid_gate(x, 1.702)
 }
 
 /// One pre-norm transformer block.
@@ -150,13 +147,13 @@ impl VisionBlock {
             norm1: LayerNorm::new(d, VISION_LAYER_NORM_EPS, device),
             norm2: LayerNorm::new(d, VISION_LAYER_NORM_EPS, device),
             attn: VisionAttention {
-                qkv: linear(d, 3 * d, device),
-                proj: linear(d, d, device),
+                qkv: linear(d, 3 * d, true, device),
+                proj: linear(d, d, true, device),
                 num_heads: config.num_heads,
             },
             mlp: VisionMlp {
-                fc1: linear(d, config.mlp_hidden(), device),
-                fc2: linear(config.mlp_hidden(), d, device),
+                fc1: linear(d, config.mlp_hidden(), true, device),
+                fc2: linear(config.mlp_hidden(), d, true, device),
             },
         }
     }

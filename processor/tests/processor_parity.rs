@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nuri_infer::{ChatTemplate, PaddingSide, Processor, ProcessorError, TemplateSource};
+use nuri_processor::{ChatTemplate, PaddingSide, Processor, ProcessorError, TemplateSource};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
@@ -153,7 +153,7 @@ fn processor_matches_transformers_on_every_case() {
             let d = max_diff(&out.pixel_values, &want);
             eprintln!("{name}: image pixel values max diff {d:e}");
             // JPEG decoders may differ in their IDCT (zune-jpeg here, libjpeg-turbo in
-            // Pillow; up to 4 levels on photo.jpg, see encoders/tests/image_parity.rs).
+            // Pillow; up to 4 levels on photo.jpg, see media/tests/image_parity.rs).
             let has_jpeg = case.to_string().contains(".jpg");
             let tolerance = if has_jpeg { JPEG_TOLERANCE } else { 1e-5 };
             assert!(d <= tolerance, "{name}: image pixel values differ by {d}");

@@ -1,0 +1,48 @@
+//! nuri-kernels: the operations every model block is built from, fused on the CPU.
+//!
+//! Each operation is a Burn backend extension (a trait with Burn's composed operations as
+//! its default bodies, overridden by a fused, vectorized loop for the flex CPU backend and
+//! by an explicit backward for autodiff), and a plain function over `Tensor<D>` that takes
+//! the fused path on the CPU and Burn's operations on every other device:
+//!
+//! - [`rowops`]: RMSNorm, LayerNorm, rotate-half RoPE and the cross-entropy (one row at a
+//!   time);
+//! - [`act`]: SiLU/QuickGELU (`x·σ(αx)`) and SwiGLU;
+//! - [`attend`]: scaled dot-product attention with a causal or boolean mask.
+//!
+//! The element loops themselves are in `loops` (AVX2 + FMA builds chosen at run time). This
+//! crate knows no model: what a layer is, or which checkpoint a block comes from, is
+//! `nuri-model`'s.
+
+#[macro_use]
+mod fused;
+
+pub mod act;
+pub mod attend;
+mod loops;
+pub mod rowops;
+
+use burn::tensor::Tensor;
+
+pub use act::{sigmoid_gate, swiglu};
+pub use attend::attend;
+pub use rowops::{cross_entropy, layer_norm, rms_norm, rope};
+
+/// `[x1, x2] -> [-x2, x1]` over the last dimension's two halves: the rotation partner of
+/// each coordinate in the rotate-half RoPE layout (the language model's and the vision
+/// tower's).
+pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let hd = x.dims()[D - 1];
+    let x1 = x.clone().narrow(D - 1, 0, hd / 2);
+    let x2 = x.narrow(D - 1, hd / 2, hd / 2);
+    Tensor::cat(vec![x2.neg(), x1], D - 1)
+}
+
+/// Whether `device` is the flex (CPU) backend, with or without autodiff: where the fused
+/// operations run.
+pub(crate) fn on_flex(device: &burn::tensor::Device) -> bool {
+    matches!(
+        device.as_dispatch().clone().inner(),
+        burn::backend::DispatchDevice::Flex(_)
+    )
+}

@@ -1,0 +1,69 @@
+//! nuri-processor: what turns a conversation into model inputs, as transformers'
+//! `Qwen2VLProcessor` does: the checkpoint's `tokenizer.json` ([`tokenizer`]), its Jinja chat
+//! template ([`template`]), OpenAI-style messages with image and video parts ([`messages`]),
+//! and the [`Processor`] that decodes and patchifies their media (`nuri-media`), repeats each
+//! visual pad once per merged token and computes the M-RoPE positions (`nuri-model`'s
+//! `rope_index`). Training and inference both read their inputs through it.
+
+pub mod messages;
+pub mod processor;
+pub mod template;
+pub mod tokenizer;
+
+use std::path::PathBuf;
+
+use nuri_media::image::MediaError;
+use nuri_model::FusionError;
+use thiserror::Error;
+
+pub use messages::{MediaItem, MediaSource, exact_match, media_items, split_last_answer};
+pub use processor::{PaddingSide, Processor, ProcessorOutput};
+pub use template::{ChatTemplate, QWEN2_VL_TEMPLATE, TemplateSource};
+pub use tokenizer::{SpecialTokens, TextTokenizer};
+
+/// Why conversations could not be turned into model inputs.
+#[derive(Debug, Error)]
+pub enum ProcessorError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("chat template ({source_name}): {message}")]
+    Template {
+        source_name: String,
+        message: String,
+    },
+    #[error("message {message}{}: {what}", part.map(|p| format!(", part {p}")).unwrap_or_default())]
+    Message {
+        message: usize,
+        part: Option<usize>,
+        what: String,
+    },
+    #[error("conversation {conversation}: {source}")]
+    InConversation {
+        conversation: usize,
+        source: Box<ProcessorError>,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenize(String),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error(transparent)]
+    Fusion(FusionError),
+}
+
+impl ProcessorError {
+    /// Says which conversation of a batch the error is in (none for a single one).
+    pub fn in_conversation(self, conversation: Option<usize>) -> Self {
+        match conversation {
+            Some(c) => ProcessorError::InConversation {
+                conversation: c,
+                source: Box::new(self),
+            },
+            None => self,
+        }
+    }
+}

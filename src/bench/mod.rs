@@ -1,0 +1,368 @@
+//! `nuri bench`: speed of a preset's phases on a device — the training step (forward,
+//! backward and AdamW over a batch of image + text samples), the vision encoder at 224² and
+//! 448², prefill, cached decoding at batch 1 and 8 — and the device's own fp32 matmul rate,
+//! so that each phase's model FLOPs utilization can be read off. Warm-up runs, then measured
+//! runs: median, min and max. `tools/reference/bench_torch.py` runs the same shapes through
+//! transformers' Qwen2-VL.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Tensor};
+use nuri_model::generation::argmax;
+use nuri_model::{MultimodalInput, NuriConfig, NuriModel};
+
+use crate::DeviceChoice;
+
+/// What to measure.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchOptions {
+    /// tiny, quickstart or small-100m.
+    #[arg(long, default_value = "quickstart")]
+    pub preset: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Samples per training step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Side of each training sample's image, in pixels.
+    #[arg(long, default_value_t = 112)]
+    pub image: usize,
+    /// Text tokens per training sample (after the image).
+    #[arg(long, default_value_t = 64)]
+    pub text_tokens: usize,
+    /// Prompt length for prefill.
+    #[arg(long, default_value_t = 256)]
+    pub prefill_tokens: usize,
+    /// New tokens per decoding run (and the prompt length of decode1/decode8; decode512
+    /// and decode2048 decode after prompts of 512 and 2,048 tokens).
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Only these phases (comma-separated: matmul, train, vision224, vision448, prefill,
+    /// decode1, decode8, decode512, decode2048).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Side of the square fp32 matmul that measures the device's own rate (1024 suits a
+    /// CPU; a large GPU needs 4096 or more to be busy).
+    #[arg(long, default_value_t = 1024)]
+    pub matmul_size: usize,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the preset's Hugging Face config.json here (for bench_torch.py) and stop.
+    #[arg(long)]
+    pub export_config: Option<PathBuf>,
+}
+
+mod inputs;
+mod report;
+
+pub use report::{Phase, peak_rss_mib};
+
+use inputs::{Sizes, image_text_batch, random_images, random_text, sizes};
+use report::{print_table, time_runs, to_json};
+
+/// Runs the benchmark and prints the table.
+pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
+    crate::on_compute_pool(|| run_phases(o))
+}
+
+fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
+    let Some(config) = NuriConfig::preset(&o.preset) else {
+        bail!(
+            "unknown preset `{}` (known: {})",
+            o.preset,
+            NuriConfig::PRESETS.join(", ")
+        );
+    };
+    if let Some(dir) = &o.export_config {
+        let device = Device::flex();
+        let model = NuriModel::new(&config, &device)?;
+        nuri_model::save_pretrained(&model, &config, dir)
+            .with_context(|| format!("writing {}", dir.display()))?;
+        println!("wrote {}", dir.join("config.json").display());
+        return Ok(Vec::new());
+    }
+    if o.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let want = |name: &str| o.only.is_empty() || o.only.iter().any(|p| p == name);
+    let device = o.device.device()?;
+    device.seed(0);
+    let model = NuriModel::new(&config, &device)?;
+    model.init_params_now();
+    let bench = Bench {
+        o,
+        s: sizes(&config),
+        config,
+        device,
+        model,
+    };
+    let mut phases = Vec::new();
+    if want("matmul") {
+        phases.push(bench.matmul()?);
+    }
+    if want("train") {
+        phases.push(bench.train()?);
+    }
+    phases.extend(bench.vision(&want)?);
+    if want("prefill") {
+        phases.push(bench.prefill()?);
+    }
+    phases.extend(bench.decode(&want)?);
+    let params = bench.model.num_params();
+    print_table(o, &bench.config, params, &phases);
+    if let Some(path) = &o.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&to_json(o, params, &phases))?,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(phases)
+}
+
+/// What every phase measures with: the options, the preset and its model on the device.
+struct Bench<'a> {
+    o: &'a BenchOptions,
+    config: NuriConfig,
+    s: Sizes,
+    device: Device,
+    model: NuriModel,
+}
+
+impl Bench<'_> {
+    /// The device's own fp32 matmul rate.
+    fn matmul(&self) -> Result<Phase> {
+        let (o, device) = (self.o, &self.device);
+        let n = o.matmul_size;
+        let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+        let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+        let seconds = time_runs(o.warmup, o.runs, || {
+            let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f32>();
+            Ok(())
+        })?;
+        let flops = 2.0 * (n * n * n) as f64;
+        Ok(Phase {
+            name: format!("matmul {n}³ fp32"),
+            unit: "GFLOP",
+            units: flops / 1e9,
+            tokens: None,
+            flops,
+            seconds,
+        })
+    }
+
+    /// Forward, backward and AdamW over a batch of image + text samples.
+    fn train(&self) -> Result<Phase> {
+        let (o, config, s, device) = (self.o, &self.config, &self.s, &self.device);
+        let train_device = device.clone().autodiff();
+        train_device.seed(0);
+        let mut model = NuriModel::new(config, &train_device)?;
+        model.init_params_now();
+        let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
+        let (input, seq) =
+            image_text_batch(config, o.batch, o.image, o.text_tokens, &train_device)?;
+        let labels: Vec<i64> = input
+            .input_ids
+            .clone()
+            .into_data()
+            .try_to_vec_as::<i64>()
+            .unwrap_or_default();
+        let seconds = time_runs(o.warmup, o.runs, || {
+            let (hidden, _, _) = model.hidden_states(&input, None)?;
+            let (loss, _) = nuri_train::loss::labelled_loss(&model, hidden, &labels, &train_device);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(1e-4, model.clone(), grads);
+            // Waits for the update to finish.
+            let _ = model
+                .model
+                .language_model
+                .norm
+                .weight
+                .val()
+                .sum()
+                .into_scalar::<f32>();
+            Ok(())
+        })?;
+        let tokens = (o.batch * seq) as f64;
+        let g = o.image / config.vision.patch_size;
+        let patches = (o.batch * g * g) as f64;
+        Ok(Phase {
+            name: "train step".into(),
+            unit: "samples",
+            units: o.batch as f64,
+            tokens: Some(tokens),
+            flops: 6.0 * (s.lm * tokens + s.vit * patches),
+            seconds,
+        })
+    }
+
+    /// The vision tower alone, on 224² and 448² images.
+    fn vision(&self, want: &dyn Fn(&str) -> bool) -> Result<Vec<Phase>> {
+        let (o, config, s, device, model) =
+            (self.o, &self.config, &self.s, &self.device, &self.model);
+        let mut phases = Vec::new();
+        for (name, side, images, key) in [
+            ("vision encoder 224²", 224, 4usize, "vision224"),
+            ("vision encoder 448²", 448, 1, "vision448"),
+        ] {
+            if !want(key) {
+                continue;
+            }
+            let (pixels, grids) = match random_images(config, images, side, device) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("skipping {name}: {e}");
+                    continue;
+                }
+            };
+            let seconds = time_runs(o.warmup, o.runs, || {
+                let out = model.model.visual.forward(pixels.clone(), &grids)?;
+                let _ = out.sum().into_scalar::<f32>();
+                Ok(())
+            })?;
+            let patches = (images * grids[0][1] * grids[0][2]) as f64;
+            phases.push(Phase {
+                name: name.into(),
+                unit: "images",
+                units: images as f64,
+                tokens: None,
+                flops: 2.0 * s.vit * patches,
+                seconds,
+            });
+        }
+        Ok(phases)
+    }
+
+    /// A prompt of `prefill_tokens` text tokens, batch 1, without a cache.
+    fn prefill(&self) -> Result<Phase> {
+        let (o, config, s, device, model) =
+            (self.o, &self.config, &self.s, &self.device, &self.model);
+        let ids = random_text(config, 1, o.prefill_tokens, device);
+        let input = MultimodalInput::text(ids, None);
+        let seconds = time_runs(o.warmup, o.runs, || {
+            let out = model.prefill(&input, None)?;
+            let _ = out.logits.sum().into_scalar::<f32>();
+            Ok(())
+        })?;
+        let tokens = o.prefill_tokens as f64;
+        Ok(Phase {
+            name: "prefill".into(),
+            unit: "tokens",
+            units: tokens,
+            tokens: None,
+            flops: 2.0 * s.lm * tokens,
+            seconds,
+        })
+    }
+
+    /// Cached greedy decoding through the generation loop.
+    fn decode(&self, want: &dyn Fn(&str) -> bool) -> Result<Vec<Phase>> {
+        let (o, config, s, device, model) =
+            (self.o, &self.config, &self.s, &self.device, &self.model);
+        let mut phases = Vec::new();
+        let n = o.decode_tokens.max(2);
+        for (batch, context, key, name) in [
+            (1usize, n, "decode1", "decode, batch 1".to_string()),
+            (8, n, "decode8", "decode, batch 8".to_string()),
+            (1, 512, "decode512", "decode, 512 cached".to_string()),
+            (1, 2048, "decode2048", "decode, 2048 cached".to_string()),
+        ] {
+            if !want(key) {
+                continue;
+            }
+            let input = MultimodalInput::text(random_text(config, batch, context, device), None);
+            // Each run: a prefill of `context` tokens (not timed), then `n` cached greedy decode
+            // steps through the generation loop, timed from its first choice of a token.
+            let decode_once = || -> Result<f64> {
+                let mut started = None;
+                let mut steps = 0;
+                model.generate(&input, 0, &mut |_, logits| {
+                    started.get_or_insert_with(Instant::now);
+                    steps += 1;
+                    (steps <= n * batch).then(|| argmax(logits))
+                })?;
+                Ok(started.map_or(0.0, |t| t.elapsed().as_secs_f64()))
+            };
+            for _ in 0..o.warmup {
+                decode_once()?;
+            }
+            let decode = (0..o.runs)
+                .map(|_| decode_once())
+                .collect::<Result<Vec<f64>>>()?;
+            let tokens = (batch * n) as f64;
+            phases.push(Phase {
+                name,
+                unit: "tokens",
+                units: tokens,
+                tokens: None,
+                flops: 2.0 * s.lm * tokens,
+                seconds: decode,
+            });
+        }
+        Ok(phases)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_measures_every_phase_of_the_tiny_preset() {
+        let options = BenchOptions {
+            preset: "tiny".into(),
+            device: DeviceChoice::Cpu,
+            warmup: 0,
+            runs: 2,
+            batch: 2,
+            image: 56,
+            text_tokens: 8,
+            prefill_tokens: 16,
+            decode_tokens: 4,
+            only: Vec::new(),
+            matmul_size: 1024,
+            json: None,
+            export_config: None,
+        };
+        let phases = run(&options).expect("bench runs");
+        let names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "matmul 1024³ fp32",
+                "train step",
+                "vision encoder 224²",
+                "vision encoder 448²",
+                "prefill",
+                "decode, batch 1",
+                "decode, batch 8",
+                "decode, 512 cached",
+                "decode, 2048 cached"
+            ]
+        );
+        for p in &phases {
+            assert_eq!(p.seconds.len(), 2, "{}", p.name);
+            assert!(p.median() > 0.0 && p.flops > 0.0, "{}", p.name);
+        }
+        let bad = BenchOptions {
+            preset: "huge".into(),
+            ..options
+        };
+        assert!(
+            run(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown preset `huge`")
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! Flags that several commands share, and the small commands that need no module of their
+//! own (`nuri devices`, `nuri config`, `nuri convert`, `nuri plot`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::{DType, Device};
+use clap::ValueEnum;
+use nuri_infer::SamplingParams;
+use nuri_model::{TextConfig, load_pretrained, save_pretrained};
+
+use crate::DeviceChoice;
+
+/// Decoding flags shared by `generate` and `chat`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Drop tokens under min_p × the top probability (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Above 1 discourages repeating tokens.
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Stop when the answer contains this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            max_new_tokens: self.max_new_tokens,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// Where the model comes from and on which device it runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A checkpoint directory (Hugging Face Qwen2-VL layout, or a Nuri run directory).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Load the weights in bf16 instead of fp32.
+    #[arg(long)]
+    pub bf16: bool,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<crate::generate::Loaded> {
+        let dtype = if self.bf16 { DType::BF16 } else { DType::F32 };
+        crate::generate::load(&self.model, self.device.device()?, dtype)
+    }
+}
+
+/// Language-model configurations by name.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Preset {
+    /// The 2-layer test model.
+    Tiny,
+    /// Qwen2-VL-2B's language model.
+    #[value(name = "qwen2-vl-2b")]
+    Qwen2Vl2b,
+    /// Qwen2-VL-7B's language model.
+    #[value(name = "qwen2-vl-7b")]
+    Qwen2Vl7b,
+}
+
+impl Preset {
+    pub fn config(self) -> TextConfig {
+        match self {
+            Preset::Tiny => TextConfig::tiny(),
+            Preset::Qwen2Vl2b => TextConfig::qwen2_vl_2b(),
+            Preset::Qwen2Vl7b => TextConfig::qwen2_vl_7b(),
+        }
+    }
+}
+
+/// `nuri devices`: the devices this build can use.
+pub fn devices() {
+    for choice in DeviceChoice::available() {
+        println!("{choice}");
+    }
+}
+
+/// `nuri config`: a preset's language-model configuration as JSON.
+#[derive(clap::Args, Debug)]
+pub struct ConfigArgs {
+    #[arg(long, value_enum, default_value = "tiny")]
+    preset: Preset,
+}
+
+impl ConfigArgs {
+    pub fn run(self) -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(&self.preset.config())?);
+        Ok(())
+    }
+}
+
+/// `nuri convert`: load a Hugging Face Qwen2-VL checkpoint directory strictly and write it
+/// back out as transformers lays it out.
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// Checkpoint directory to read (config.json, model.safetensors or sharded).
+    #[arg(long)]
+    from: PathBuf,
+    /// Directory to write.
+    #[arg(long)]
+    to: PathBuf,
+}
+
+impl ConvertArgs {
+    pub fn run(self) -> Result<()> {
+        let (config, model) = load_pretrained(&self.from, &Device::flex(), DType::F32)
+            .with_context(|| format!("loading {}", self.from.display()))?;
+        save_pretrained(&model, &config, &self.to)
+            .with_context(|| format!("writing {}", self.to.display()))?;
+        println!("wrote {}", self.to.display());
+        Ok(())
+    }
+}
+
+/// `nuri plot`: a run's curves to `RUN_DIR/curves.png`.
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// The run's out_dir.
+    run: PathBuf,
+}
+
+impl PlotArgs {
+    pub fn run(self) -> Result<()> {
+        let path = nuri_train::plot::plot_run(&self.run)?;
+        println!("wrote {}", path.display());
+        Ok(())
+    }
+}
+
+/// `nuri train`: train or fine-tune from a run config.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// The run config (`.toml` or `.json`).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config field: `--set optim.lr=5e-4` (repeatable; TOML values).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue from the newest whole checkpoint in the run's out_dir.
+    #[arg(long)]
+    resume: bool,
+}
+
+impl TrainArgs {
+    pub fn run(self) -> Result<()> {
+        let config = nuri_train::TrainConfig::load(&self.config, &self.set)?;
+        let choice: DeviceChoice = config.device.parse()?;
+        let devices = choice.devices(config.devices)?;
+        let resume = self.resume;
+        let summary = crate::on_compute_pool(|| {
+            nuri_train::train(&config, &devices, resume, &mut |line| eprintln!("{line}"))
+        })?;
+        println!(
+            "trained {} steps: loss {:.4} -> {:.4}, {:.0} tokens/s, {} bad samples skipped",
+            summary.steps,
+            summary.first_loss,
+            summary.last_loss,
+            summary.tokens_per_second,
+            summary.bad_samples
+        );
+        println!("model: {}", summary.final_dir.display());
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! `nuri serve`: the model behind an OpenAI-compatible HTTP API until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use nuri_infer::server::{ServeOptions, start};
+
+use crate::cli::ModelArgs;
+
+/// `nuri serve`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// The `model` name clients use (default: the directory's name).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Allow `file://` media inside this folder (and nowhere else).
+    #[arg(long)]
+    allow_local_media: Option<PathBuf>,
+    #[arg(long, default_value_t = 20 << 20)]
+    max_body_bytes: usize,
+    /// Most images and videos per request.
+    #[arg(long, default_value_t = 8)]
+    max_images: usize,
+    /// Largest decoded image, in pixels.
+    #[arg(long, default_value_t = nuri_media::image::DEFAULT_DECODE_LIMIT)]
+    max_image_pixels: usize,
+    /// Waiting requests beyond this get 429.
+    #[arg(long, default_value_t = 64)]
+    queue_limit: usize,
+    /// Most requests answered in one batch.
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// Longest prompt in tokens.
+    #[arg(long, default_value_t = 32_768)]
+    context_length: usize,
+    /// `max_tokens` when a request gives none.
+    #[arg(long, default_value_t = 256)]
+    default_max_tokens: usize,
+}
+
+impl ServeArgs {
+    pub fn run(self) -> Result<()> {
+        let name = self.served_model_name.unwrap_or_else(|| {
+            self.model
+                .model
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "nuri".into())
+        });
+        let allow_local_media = self
+            .allow_local_media
+            .map(|d| {
+                std::fs::canonicalize(&d)
+                    .with_context(|| format!("--allow-local-media {}", d.display()))
+            })
+            .transpose()?;
+        let loaded = self.model.load()?;
+        let options = ServeOptions {
+            model_name: name.clone(),
+            max_body_bytes: self.max_body_bytes,
+            max_images: self.max_images,
+            max_image_pixels: self.max_image_pixels,
+            queue_limit: self.queue_limit,
+            max_batch: self.max_batch,
+            allow_local_media,
+            context_length: self.context_length,
+            default_max_tokens: self.default_max_tokens,
+        };
+        let server = start(
+            loaded.model,
+            loaded.processor,
+            loaded.device,
+            options,
+            self.addr,
+            true,
+        )?;
+        eprintln!(
+            "serving `{name}` on http://{} (Ctrl-C to stop)",
+            server.addr
+        );
+        server.wait()?;
+        eprintln!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! What a run starts from: the processor and the model a config names (a preset drawn
+//! fresh, a Hugging Face `config.json`, or an imported checkpoint, with LoRA adapters when
+//! configured), its frozen groups and its optimizer; and the processor files copied next to
+//! the exported model.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::tensor::{DType, Device};
+use nuri_model::{NuriConfig, NuriModel, load_pretrained};
+use nuri_processor::Processor;
+
+use crate::TrainError;
+use crate::config::TrainConfig;
+
+/// The processor and the model (random or imported) a config names.
+pub fn build(
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(Processor, NuriModel, NuriConfig), TrainError> {
+    let source = &config.model;
+    if let Some(dir) = &source.checkpoint {
+        let processor = Processor::from_dir(dir)?;
+        let (nuri, model) = load_pretrained(dir, device, DType::F32)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
+        return Ok((processor, model, nuri));
+    }
+    let preset = source.preset.as_deref().expect("validated");
+    let dir = source.tokenizer.as_ref().expect("validated");
+    let processor = Processor::from_dir(dir)?;
+    let nuri = match NuriConfig::preset(preset) {
+        Some(nuri) => nuri,
+        // A Hugging Face config.json: that architecture, drawn fresh.
+        None if preset.ends_with(".json") => nuri_model::read_hf_config(Path::new(preset))
+            .map_err(|e| TrainError::Model(e.to_string()))?,
+        None => {
+            return Err(TrainError::Model(format!(
+                "unknown preset `{preset}` (known: {}, or the path of a Hugging Face config.json)",
+                NuriConfig::PRESETS.join(", ")
+            )));
+        }
+    };
+    let nuri = processor.fit_config(nuri);
+    // The processor cuts pictures into the patches the model embeds.
+    let (p, v) = (&processor.image, &nuri.vision);
+    if (p.patch_size, p.merge_size, p.temporal_patch_size)
+        != (v.patch_size, v.spatial_merge_size, v.temporal_patch_size)
+    {
+        return Err(TrainError::Model(format!(
+            "preset `{preset}` has patch {} / merge {} / temporal {}, but the processor in {} cuts patch {} / merge {} / temporal {} (set them in its preprocessor_config.json)",
+            v.patch_size,
+            v.spatial_merge_size,
+            v.temporal_patch_size,
+            dir.display(),
+            p.patch_size,
+            p.merge_size,
+            p.temporal_patch_size
+        )));
+    }
+    let model = NuriModel::new(&nuri, device).map_err(|e| TrainError::Model(e.to_string()))?;
+    Ok((processor, model, nuri))
+}
+
+/// The run's processor and model, its initial weights drawn from `config.seed` (with LoRA
+/// adapters when configured). The backend's generator is global, so seeding and drawing
+/// happen under one lock: other runs in the same process (parallel tests) would otherwise
+/// draw from it in between. Burn initializes parameters lazily, so they are touched here.
+pub fn init_model(
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(Processor, NuriModel, NuriConfig), TrainError> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(config.seed);
+    let (processor, mut model, nuri) = build(config, device)?;
+    model.init_params_now();
+    if let Some(lora) = &config.lora {
+        let targets = burn::module::ParamGroup::from_any_predicates(lora.targets.clone());
+        model.model.language_model = model
+            .model
+            .language_model
+            .apply_lora(burn::module::Lora::new(lora.rank, lora.alpha).set_param_group(targets));
+        model.lm_head = model.lm_head.map(Module::no_grad);
+        model.init_params_now();
+    }
+    Ok((processor, model, nuri))
+}
+
+/// Freezes the groups whose learning rate is 0 (no gradients are computed for them).
+pub(crate) fn freeze(mut model: NuriModel, config: &TrainConfig) -> NuriModel {
+    let o = &config.optim;
+    if o.lr_vision == 0.0 {
+        model.model.visual.patch_embed = model.model.visual.patch_embed.no_grad();
+        model.model.visual.blocks = model.model.visual.blocks.no_grad();
+    }
+    if o.lr_merger == 0.0 {
+        model.model.visual.merger = model.model.visual.merger.no_grad();
+    }
+    if o.lr == 0.0 {
+        model.model.language_model = model.model.language_model.no_grad();
+        model.lm_head = model.lm_head.map(Module::no_grad);
+    }
+    model
+}
+
+pub(crate) fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let o = &config.optim;
+    AdamWConfig::new()
+        .with_beta_1(o.beta1 as f32)
+        .with_beta_2(o.beta2 as f32)
+        .with_epsilon(o.eps as f32)
+        .with_weight_decay(o.weight_decay as f32)
+        .init()
+}
+
+pub(crate) fn processor_dir(config: &TrainConfig) -> PathBuf {
+    config
+        .model
+        .checkpoint
+        .clone()
+        .or_else(|| config.model.tokenizer.clone())
+        .expect("validated")
+}
+
+/// Copies the tokenizer, chat template and processor configs next to exported weights, so
+/// the directory is a complete checkpoint.
+pub(crate) fn copy_processor_files(from: &Path, to: &Path) -> Result<(), TrainError> {
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "processor_config.json",
+        "preprocessor_config.json",
+        "video_preprocessor_config.json",
+    ] {
+        let src = from.join(file);
+        if src.is_file() && src != to.join(file) {
+            std::fs::copy(&src, to.join(file)).map_err(|source| TrainError::Io {
+                path: src.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
