@@ -259,7 +259,7 @@ fn train_model(
     }
     let config = train_config(o, data, tok_dir, &run_dir, minutes)?;
     let params = nuri_model::NuriModel::new(
-        &tokenizer_fitted_config(&tok_dir)?,
+        &tokenizer_fitted_config(tok_dir)?,
         &burn::tensor::Device::flex(),
     )?
     .num_params();
