@@ -176,7 +176,9 @@ impl TrainArgs {
         let devices = choice.devices(config.devices)?;
         let resume = self.resume;
         let summary = crate::on_compute_pool(|| {
-            nuri_train::train(&config, &devices, resume, &mut |line| eprintln!("{line}"))
+            nuri_train::train(&config, &devices, resume, &mut |line| {
+                tracing::info!("{line}")
+            })
         })?;
         println!(
             "trained {} steps: loss {:.4} -> {:.4}, {:.0} tokens/s, {} bad samples skipped",

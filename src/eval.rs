@@ -70,7 +70,7 @@ pub fn score_file(
 ) -> Result<Vec<Scored>> {
     let (samples, bad) = nuri_train::data::load_jsonl(file, None, false)?;
     for b in &bad {
-        eprintln!("skipped {b}");
+        tracing::warn!("skipped {b}");
     }
     if samples.is_empty() {
         bail!("{}: no usable samples", file.display());

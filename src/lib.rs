@@ -7,6 +7,7 @@ pub mod cli;
 pub mod device;
 pub mod eval;
 pub mod generate;
+pub mod logging;
 pub mod preprocess;
 pub mod quickstart;
 pub mod serve;

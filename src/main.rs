@@ -83,6 +83,7 @@ enum TokenizerCommand {
 
 fn main() -> Result<()> {
     nuri::alloc::tune();
+    nuri::logging::init();
     match Cli::parse().command {
         Command::Devices => nuri::cli::devices(),
         Command::Config(args) => args.run()?,

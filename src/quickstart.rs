@@ -271,7 +271,9 @@ fn train_model(
     );
     let devices = o.device.devices(1)?;
     let trained = crate::on_compute_pool(|| {
-        nuri_train::train(&config, &devices, false, &mut |line| eprintln!("{line}"))
+        nuri_train::train(&config, &devices, false, &mut |line| {
+            tracing::info!("{line}")
+        })
     })?;
     let metrics = read_metrics(&run_dir)?;
     let state = metrics

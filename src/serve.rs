@@ -79,12 +79,12 @@ impl ServeArgs {
             self.addr,
             true,
         )?;
-        eprintln!(
+        tracing::info!(
             "serving `{name}` on http://{} (Ctrl-C to stop)",
             server.addr
         );
         server.wait()?;
-        eprintln!("stopped");
+        tracing::info!("stopped");
         Ok(())
     }
 }

@@ -84,11 +84,6 @@ impl TextConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// How many query heads share one key/value head.
-    pub fn num_key_value_groups(&self) -> usize {
-        self.num_attention_heads / self.num_key_value_heads
-    }
-
     /// A 2-layer model for tests: 4 query heads over 2 key/value heads (so GQA is
     /// exercised), head_dim 16 with an uneven M-RoPE split like the real one's 16/24/24.
     pub fn tiny() -> Self {

@@ -221,7 +221,7 @@ impl Bench<'_> {
             let (pixels, grids) = match random_images(config, images, side, device) {
                 Ok(x) => x,
                 Err(e) => {
-                    eprintln!("skipping {name}: {e}");
+                    tracing::warn!("skipping {name}: {e}");
                     continue;
                 }
             };

@@ -75,11 +75,6 @@ impl Color {
             Color::Orange => [245, 130, 20],
         }
     }
-
-    /// Index in the GIF palette (0 is the background).
-    pub fn palette_index(self) -> u8 {
-        1 + Color::ALL.iter().position(|&c| c == self).expect("listed") as u8
-    }
 }
 
 /// The GIF palette: the background, then the colors in `Color::ALL` order.

@@ -87,13 +87,6 @@ impl Family {
     pub fn level(self) -> u8 {
         if Family::LEVEL1.contains(&self) { 1 } else { 2 }
     }
-
-    pub fn is_video(self) -> bool {
-        matches!(
-            self,
-            Family::Direction | Family::Moved | Family::AppearedFirst
-        )
-    }
 }
 
 /// Whether a Hangul syllable ends in a final consonant (받침), which picks the particle.

@@ -25,6 +25,8 @@ use burn::tensor::Device;
 use nuri_model::NuriModel;
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 mod request;
 
@@ -113,15 +115,26 @@ fn run_batch(
     match result {
         Ok(outs) => {
             for (job, out) in jobs.iter().zip(outs) {
+                tracing::debug!(
+                    prompt_tokens = out.prompt_tokens,
+                    completion_tokens = out.tokens.len(),
+                    finish = out.finish_reason.as_str(),
+                    "answered"
+                );
                 let _ = job.events.send(Event::Done(out));
             }
         }
-        Err(_) if jobs.len() > 1 => {
+        Err(e) if jobs.len() > 1 => {
+            tracing::debug!(
+                "a batch of {} failed ({e}); answering each alone",
+                jobs.len()
+            );
             for job in jobs {
                 run_batch(model, processor, device, limit, vec![job]);
             }
         }
         Err(e) => {
+            tracing::info!("request refused: {e}");
             let _ = jobs[0].events.send(Event::Error(from_generate(e)));
         }
     }
@@ -450,6 +463,12 @@ pub fn start(
         .route("/health", get(health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        // One `info` span and event per request: method, path, status and latency.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
         .with_state(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
