@@ -11,8 +11,8 @@ use crate::config::TextConfig;
 use crate::multimodal::{ModelError, NuriConfig};
 use crate::weights::WeightsError;
 
-/// Reads a JSON file, naming it in errors.
-pub(crate) fn read_json(path: &Path) -> Result<Value, WeightsError> {
+/// Reads a JSON file (a checkpoint's or a processor's config), naming it in errors.
+pub fn read_json(path: &Path) -> Result<Value, WeightsError> {
     let text = fs::read_to_string(path).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,

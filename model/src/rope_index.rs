@@ -70,6 +70,11 @@ pub struct RopeIndex {
 
 /// Computes M-RoPE position ids; see the module docs. `attention_mask` (1 = token) is
 /// `[batch, seq]` flattened; images and videos are consumed in order across the batch.
+///
+/// One function, longer than the rest, on purpose: it follows transformers'
+/// `get_rope_index` step by step (per row: text run, vision block, text run, ...), so that
+/// the two can be read side by side when a family changes the rule (Qwen2.5-VL's absolute
+/// time for videos).
 pub fn rope_index(
     input_ids: &[i64],
     attention_mask: Option<&[i64]>,

@@ -10,10 +10,11 @@ pub mod processor;
 pub mod template;
 pub mod tokenizer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nuri_media::image::MediaError;
 use nuri_model::FusionError;
+use serde_json::Value as Json;
 use thiserror::Error;
 
 pub use messages::{MediaItem, MediaSource, exact_match, media_items, split_last_answer};
@@ -66,4 +67,22 @@ impl ProcessorError {
             None => self,
         }
     }
+}
+
+/// A processor file's JSON, or `None` when the checkpoint has no such file.
+pub(crate) fn read_json(path: &Path) -> Result<Option<Json>, ProcessorError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    nuri_model::read_json(path).map(Some).map_err(|e| match e {
+        nuri_model::WeightsError::Io { path, source } => ProcessorError::Io { path, source },
+        nuri_model::WeightsError::Json { path, source } => ProcessorError::Config {
+            path,
+            message: format!("invalid JSON: {source}"),
+        },
+        other => ProcessorError::Config {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    })
 }

@@ -13,10 +13,10 @@ use nuri_media::video::{VideoOptions, load_video};
 use nuri_model::{MultimodalInput, VisionTokens, rope_index};
 use serde_json::Value as Json;
 
-use crate::ProcessorError;
 use crate::messages::{MediaItem, MediaSource, media_items};
 use crate::template::ChatTemplate;
 use crate::tokenizer::{IMAGE_PAD, TextTokenizer, VIDEO_PAD};
+use crate::{ProcessorError, read_json};
 
 /// Which end of a shorter sequence padding goes: left for generation (every row's last token
 /// lines up), right for training.
@@ -114,22 +114,6 @@ pub struct Processor {
     pub media_root: PathBuf,
     /// Largest decoded image accepted, in pixels.
     pub decode_limit: usize,
-}
-
-fn read_json(path: &Path) -> Result<Option<Json>, ProcessorError> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| ProcessorError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| ProcessorError::Config {
-            path: path.to_path_buf(),
-            message: format!("invalid JSON: {e}"),
-        })
 }
 
 /// A per-frame pixel bound a video processor config sets (`min_pixels` or

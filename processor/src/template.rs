@@ -149,14 +149,9 @@ impl ChatTemplate {
             ("tokenizer_config.json", "chat_template"),
         ] {
             let path = dir.join(file);
-            if !path.is_file() {
+            let Some(json) = crate::read_json(&path)? else {
                 continue;
-            }
-            let json: Json =
-                serde_json::from_str(&read(&path)?).map_err(|e| ProcessorError::Config {
-                    path: path.clone(),
-                    message: format!("invalid JSON: {e}"),
-                })?;
+            };
             let text = match json.get(key) {
                 None | Some(Json::Null) => continue,
                 Some(Json::String(s)) => s.clone(),

@@ -62,19 +62,7 @@ impl TextTokenizer {
             message: format!("not a valid Hugging Face tokenizer: {e}"),
         })?;
         let config_path = dir.join("tokenizer_config.json");
-        let config = if config_path.is_file() {
-            let text =
-                std::fs::read_to_string(&config_path).map_err(|source| ProcessorError::Io {
-                    path: config_path.clone(),
-                    source,
-                })?;
-            serde_json::from_str(&text).map_err(|e| ProcessorError::Config {
-                path: config_path.clone(),
-                message: format!("invalid JSON: {e}"),
-            })?
-        } else {
-            Json::Null
-        };
+        let config = crate::read_json(&config_path)?.unwrap_or(Json::Null);
         Self::new(tokenizer, &config, &path)
     }
 

@@ -204,7 +204,8 @@ pub fn count_answer(n: usize, lang: Lang) -> String {
 pub const TEMPLATES: usize = 3;
 
 /// Phrasing `t` (0..TEMPLATES) of a question about `kind` (the named object; for
-/// `Shape` only its color counts, for `Color`/`ColorOfShape` only its shape).
+/// `Shape` only its color counts, for `Color`/`ColorOfShape` only its shape). Long because
+/// it is a table: three phrasings per family and language, side by side.
 pub fn question(family: Family, lang: Lang, kind: Kind, t: usize) -> String {
     let shape = shape_word(kind.shape, lang);
     let both = kind_words(kind, lang);
