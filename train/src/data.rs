@@ -123,34 +123,7 @@ fn from_sharegpt(line: &Json) -> Result<Json, String> {
         if role == "user" {
             first_user = false;
         }
-        // Split the text at the tags, each tag taking the next medium of its kind.
-        let mut rest = value;
-        loop {
-            let at_image = rest.find("<image>");
-            let at_video = rest.find("<video>");
-            let (at, tag, part) = match (at_image, at_video) {
-                (None, None) => break,
-                (Some(a), v) if v.is_none_or(|v| a < v) => (
-                    a,
-                    "<image>",
-                    json!({"type": "image", "image": next_image.next().expect("counted")}),
-                ),
-                (_, Some(v)) => (
-                    v,
-                    "<video>",
-                    json!({"type": "video", "video": next_video.next().expect("counted")}),
-                ),
-                _ => unreachable!(),
-            };
-            // LLaVA data puts a newline after a leading tag; it belongs to the tag.
-            let text = &rest[..at];
-            if !text.trim().is_empty() {
-                parts.push(json!({"type": "text", "text": text}));
-            }
-            parts.push(part);
-            rest = &rest[at + tag.len()..];
-            rest = rest.strip_prefix('\n').unwrap_or(rest);
-        }
+        let rest = split_at_tags(value, &mut next_image, &mut next_video, &mut parts);
         if !rest.is_empty() || parts.is_empty() {
             parts.push(json!({"type": "text", "text": rest}));
         }
@@ -162,6 +135,44 @@ fn from_sharegpt(line: &Json) -> Result<Json, String> {
         messages.push(json!({"role": role, "content": content}));
     }
     Ok(Json::Array(messages))
+}
+
+/// Splits a turn's text at its `<image>` / `<video>` tags into content parts, each tag taking
+/// the next medium of its kind (the tags were counted against the media before); returns the
+/// text after the last tag.
+fn split_at_tags<'a>(
+    value: &'a str,
+    images: &mut std::slice::Iter<'_, String>,
+    videos: &mut std::slice::Iter<'_, String>,
+    parts: &mut Vec<Json>,
+) -> &'a str {
+    let mut rest = value;
+    loop {
+        let at_image = rest.find("<image>");
+        let at_video = rest.find("<video>");
+        let (at, tag, part) = match (at_image, at_video) {
+            (None, None) => return rest,
+            (Some(a), v) if v.is_none_or(|v| a < v) => (
+                a,
+                "<image>",
+                json!({"type": "image", "image": images.next().expect("counted")}),
+            ),
+            (_, Some(v)) => (
+                v,
+                "<video>",
+                json!({"type": "video", "video": videos.next().expect("counted")}),
+            ),
+            _ => unreachable!(),
+        };
+        // LLaVA data puts a newline after a leading tag; it belongs to the tag.
+        let text = &rest[..at];
+        if !text.trim().is_empty() {
+            parts.push(json!({"type": "text", "text": text}));
+        }
+        parts.push(part);
+        rest = &rest[at + tag.len()..];
+        rest = rest.strip_prefix('\n').unwrap_or(rest);
+    }
 }
 
 /// Checks a conversation: it has an assistant turn, and its media files exist.

@@ -119,6 +119,8 @@ impl FrameSource for FfmpegVideo {
         })
     }
 
+    // One loop on purpose: FFmpeg's send/receive protocol (packets in, frames out, the
+    // decoder flushed at the end) reads best in one place.
     fn read_frames(
         &mut self,
         wanted: &[usize],
