@@ -62,8 +62,9 @@ pub enum GenerateError {
     ContextLength { tokens: usize, limit: usize },
 }
 
-/// Per-row decoding state.
-struct Row {
+/// Per-row decoding state: its sampler, the tokens it has seen (for the repetition
+/// penalty), its text so far and what of it the caller has had.
+pub(crate) struct Row {
     sampler: Sampler,
     seen: Vec<u32>,
     tokens: Vec<u32>,
@@ -90,6 +91,48 @@ fn held_back(text: &str, stops: &[String]) -> usize {
 }
 
 impl Row {
+    /// A row about to answer a prompt of `prompt` token ids.
+    pub(crate) fn new(params: SamplingParams, prompt: Vec<u32>) -> Self {
+        let finished = (params.max_new_tokens == 0).then_some(FinishReason::Length);
+        Self {
+            sampler: Sampler::new(params),
+            seen: prompt,
+            tokens: Vec::new(),
+            stream: StreamDecoder::default(),
+            text: String::new(),
+            emitted: 0,
+            finished,
+        }
+    }
+
+    /// Samples the next token from `logits` and takes it (see [`take`](Self::take));
+    /// returns the token to feed the model, or `None` when the row has stopped.
+    pub(crate) fn next(
+        &mut self,
+        logits: &[f32],
+        eos: &[u32],
+        decode: &dyn Fn(&[u32]) -> String,
+        on_piece: &mut dyn FnMut(&str),
+    ) -> Option<u32> {
+        if self.finished.is_some() {
+            return None;
+        }
+        let token = self.sampler.sample(logits, &self.seen);
+        let end_of_turn = eos.contains(&token) && !self.sampler.params().ignore_eos;
+        self.take(token, end_of_turn, decode, on_piece)
+            .then_some(token)
+    }
+
+    /// The answer, once the row has stopped.
+    pub(crate) fn into_generated(self, prompt_tokens: usize) -> Generated {
+        Generated {
+            text: self.text,
+            tokens: self.tokens,
+            finish_reason: self.finished.unwrap_or(FinishReason::Length),
+            prompt_tokens,
+        }
+    }
+
     /// Hands the caller the text it has not seen, up to `end`.
     fn emit(&mut self, end: usize, on_piece: &mut dyn FnMut(&str)) {
         if end > self.emitted {
@@ -182,19 +225,14 @@ pub fn generate_limited(
     let mut rows: Vec<Row> = requests
         .iter()
         .enumerate()
-        .map(|(r, req)| Row {
-            sampler: Sampler::new(req.params.clone()),
-            seen: out.input_ids[r * s..(r + 1) * s]
+        .map(|(r, req)| {
+            let prompt = out.input_ids[r * s..(r + 1) * s]
                 .iter()
                 .zip(&out.attention_mask[r * s..(r + 1) * s])
                 .filter(|(_, m)| **m == 1)
                 .map(|(&t, _)| t as u32)
-                .collect(),
-            tokens: Vec::new(),
-            stream: StreamDecoder::default(),
-            text: String::new(),
-            emitted: 0,
-            finished: (req.params.max_new_tokens == 0).then_some(FinishReason::Length),
+                .collect();
+            Row::new(req.params.clone(), prompt)
         })
         .collect();
     let prompt_tokens: Vec<usize> = rows.iter().map(|r| r.seen.len()).collect();
@@ -205,27 +243,14 @@ pub fn generate_limited(
     }
     let input = out.to_model_input(device);
     model
-        .generate(&input, tokenizer.special.pad, &mut |i, logits| {
-            let row = &mut rows[i];
-            if row.finished.is_some() {
-                return None;
-            }
-            let token = row.sampler.sample(logits, &row.seen);
-            row.take(token, eos.contains(&token), &decode, &mut |piece| {
-                on_piece(i, piece)
-            })
-            .then_some(token)
+        .generate(&input, &mut |i, logits| {
+            rows[i].next(logits, &eos, &decode, &mut |piece| on_piece(i, piece))
         })
         .map_err(|e| GenerateError::Model(e.to_string()))?;
     Ok(rows
         .into_iter()
         .zip(prompt_tokens)
-        .map(|(row, prompt_tokens)| Generated {
-            text: row.text,
-            tokens: row.tokens,
-            finish_reason: row.finished.unwrap_or(FinishReason::Length),
-            prompt_tokens,
-        })
+        .map(|(row, prompt_tokens)| row.into_generated(prompt_tokens))
         .collect())
 }
 

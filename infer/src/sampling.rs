@@ -23,6 +23,9 @@ pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// Generation stops when the text contains one of these (it is cut before it).
     pub stop: Vec<String>,
+    /// Go on past end-of-turn tokens until `max_new_tokens` or a stop string (vLLM's
+    /// `ignore_eos`: for benchmarks and load tests).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -36,6 +39,7 @@ impl Default for SamplingParams {
             seed: 0,
             max_new_tokens: 256,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }

@@ -1,114 +1,14 @@
 //! The HTTP server on 127.0.0.1 with a random tiny model: plain and streamed completions, an
 //! image as a data URL, 32 concurrent requests, and every bad-request case with its status.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use base64::Engine;
-use burn::tensor::Device;
-use nuri_infer::server::{ServeOptions, Server, start};
-use nuri_model::{NuriConfig, NuriModel};
-use nuri_processor::Processor;
+use nuri_infer::server::{ServeOptions, Server};
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
-fn server(options: ServeOptions) -> Server {
-    let processor =
-        Processor::from_dir(&fixtures().join("processor/checkpoint")).expect("processor");
-    let config = processor.fit_config(NuriConfig::tiny());
-    let device = Device::flex();
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let model = {
-        let _guard = INIT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        device.seed(5);
-        let model = NuriModel::new(&config, &device).expect("model");
-        model.init_params_now();
-        model
-    };
-    start(
-        model,
-        processor,
-        device,
-        options,
-        "127.0.0.1:0".parse().expect("addr"),
-        false,
-    )
-    .expect("starts")
-}
-
-/// One HTTP/1.1 request; returns the status and the body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connects");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("writes");
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status: u16 = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if headers
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
-}
-
-fn chat(addr: SocketAddr, body: &Value) -> (u16, Value) {
-    let (status, text) = http(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        body.to_string().as_bytes(),
-    );
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn ask(text: &str) -> Value {
-    json!({"model": "nuri", "temperature": 0, "max_tokens": 6, "messages": [{"role": "user", "content": text}]})
-}
-
-fn data_url(path: &Path) -> String {
-    let bytes = std::fs::read(path).expect("image");
-    format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
-}
+mod common;
+use common::{ask, chat, data_url, fixtures, http, server};
 
 #[test]
 fn completions_plain_streamed_with_an_image_and_32_at_once() {

@@ -353,6 +353,57 @@ pub fn attend(
     Tensor::from_dispatch(out)
 }
 
+/// Attention of `h` query heads over `kv_heads` key/value heads (grouped-query: query head
+/// `i` meets key/value head `i / (h / kv_heads)`), for inference over a KV cache: `mask`
+/// (`true` = may not attend) is one table per row, broadcast over the heads; without one,
+/// `causal` masks the keys after each query (the last query sits at the last key).
+///
+/// On the CPU, without autodiff, a long attention goes to flex's tiled (flash) attention
+/// with the grouped keys and values and the broadcast mask read where they lie: nothing of
+/// size heads × queries × keys is built. Elsewhere the keys and values are repeated per
+/// query head and [`attend`] runs.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, head_dim]`, `k`/`v`: `[batch, kv_heads, keys, head_dim]`
+/// - `mask`: `[batch, 1, seq, keys]`
+/// - returns `[batch, heads, seq, head_dim]`
+pub fn attend_grouped(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<Tensor<4, Bool>>,
+    causal: bool,
+) -> Tensor<4> {
+    let [b, h, s, hd] = q.dims();
+    let [_, kvh, t, _] = k.dims();
+    let device = q.device();
+    let plain_cpu = on_flex(&device)
+        && !matches!(
+            device.as_dispatch(),
+            burn::backend::DispatchDevice::Autodiff(_)
+        );
+    if plain_cpu && s * t > MATERIALIZE_SCORES {
+        let options = AttentionModuleOptions {
+            is_causal: causal && mask.is_none(),
+            ..options(1.0 / (hd as f64).sqrt())
+        };
+        return attention(q, k, v, mask, None, options);
+    }
+    let n_rep = h / kvh;
+    let repeat = |x: Tensor<4>| {
+        if n_rep == 1 {
+            return x;
+        }
+        let [b, kvh, t, hd] = x.dims();
+        x.unsqueeze_dim::<5>(2) // [b, kvh, 1, t, hd]
+            .expand([b, kvh, n_rep, t, hd])
+            .reshape([b, kvh * n_rep, t, hd])
+    };
+    let causal = causal && mask.is_none();
+    let mask = mask.map(|m| m.expand([b, h, s, t]));
+    attend(q, repeat(k), repeat(v), mask, causal)
+}
+
 /// `true` where key `j` comes after query `i` (the last query sits at the last key), as
 /// `[batch, heads, queries, keys]`, broadcast from one `[queries, keys]` table.
 fn causal_mask(q: &Tensor<4>, k: &Tensor<4>) -> Tensor<4, Bool> {

@@ -25,7 +25,7 @@ pub mod rowops;
 use burn::tensor::Tensor;
 
 pub use act::{sigmoid_gate, swiglu};
-pub use attend::attend;
+pub use attend::{attend, attend_grouped};
 pub use rowops::{cross_entropy, layer_norm, rms_norm, rope};
 
 /// `[x1, x2] -> [-x2, x1]` over the last dimension's two halves: the rotation partner of

@@ -6,7 +6,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Bool, Device, Tensor};
-use nuri_kernels::attend;
+use nuri_kernels::{attend, attend_grouped};
 
 use crate::init::linear;
 use crate::kv_cache::LayerCache;
@@ -68,7 +68,7 @@ impl Attention {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - `rotary`: tables for the `seq` new positions
-    /// - `mask`: `[batch, 1, seq, cached + seq]`
+    /// - `mask`: `[batch, 1, seq, cached + seq]` (one table per row, for every head)
     /// - returns `[batch, seq, hidden]`
     pub fn forward(
         &self,
@@ -99,28 +99,10 @@ impl Attention {
             let mask = mask.map(|m| m.expand([b, kvh, n_rep, t]));
             attend(q, k, v, mask, false).reshape([b, h, 1, hd]) // [b, h, 1, hd]
         } else {
-            let k = repeat_kv(k, n_rep); // [b, h, t, hd]
-            let v = repeat_kv(v, n_rep);
-            let causal = mask.is_none() && s > 1;
-            let mask = mask.map(|m| m.expand([b, h, s, t]));
-            attend(q, k, v, mask, causal) // [b, h, s, hd]
+            // Grouped keys and a per-row mask, read as they are where the kernel can.
+            attend_grouped(q, k, v, mask, s > 1) // [b, h, s, hd]
         };
         let out = out.swap_dims(1, 2).reshape([b, s, h * hd]); // [b, s, h * hd]
         self.o_proj.forward(out)
     }
-}
-
-/// Repeats each key/value head `n_rep` times in place (`k0 k0 k1 k1`, as the reference's
-/// `repeat_kv`), so that query head `i` meets key/value head `i / n_rep`.
-///
-/// # Shapes
-/// - `x`: `[batch, kv_heads, seq, head_dim]` → `[batch, kv_heads * n_rep, seq, head_dim]`
-fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, kvh, t, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2) // [b, kvh, 1, t, hd]
-        .expand([b, kvh, n_rep, t, hd])
-        .reshape([b, kvh * n_rep, t, hd])
 }

@@ -19,6 +19,10 @@ use crate::mlp::{Mlp, MlpConfig};
 use crate::norm::{RmsNorm, RmsNormConfig};
 use crate::rope::{MultimodalRotary, RotaryTables};
 
+/// Most prompt tokens one pass of the decoder takes when it fills a KV cache; a longer
+/// prompt is run in chunks of this many (chunked prefill).
+pub const PREFILL_CHUNK: usize = 512;
+
 /// The blocks of one decoder layer.
 #[derive(Config, Debug, PartialEq)]
 pub struct DecoderLayerConfig {
@@ -129,6 +133,28 @@ impl TextModel {
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [_, s, _] = embeds.dims();
+        if let Some(cache) = cache.as_deref_mut()
+            && s > PREFILL_CHUNK
+        {
+            // A long prompt over a cache goes in chunks: what one pass holds (the masks, the
+            // MLP's activations) stays bounded by the chunk, whatever the prompt's length.
+            let past = cache.seq_len();
+            let parts = (0..s)
+                .step_by(PREFILL_CHUNK)
+                .map(|start| {
+                    let n = PREFILL_CHUNK.min(s - start);
+                    self.forward_embeds(
+                        embeds.clone().narrow(1, start, n),
+                        position_ids.clone().narrow(2, start, n),
+                        attention_mask
+                            .clone()
+                            .map(|m| m.narrow(1, 0, past + start + n)),
+                        Some(&mut *cache),
+                    )
+                })
+                .collect();
+            return Tensor::cat(parts, 1);
+        }
         let rotary = self.rotary.tables(position_ids);
         let mask = attention_mask.map(|m| causal_padding_mask(m, s)); // [b, 1, s, t]
         let mut x = embeds;

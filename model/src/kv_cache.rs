@@ -78,6 +78,73 @@ impl LayerCache {
     pub fn capacity(&self) -> usize {
         self.buffers.as_ref().map_or(0, |(k, _)| k.dims()[2])
     }
+
+    /// The filled positions of the buffers, `[batch, kv_heads, len, head_dim]` each.
+    fn filled(&self) -> Option<(Tensor<4>, Tensor<4>)> {
+        let (k, v) = self.buffers.as_ref()?;
+        Some((
+            k.clone().narrow(2, 0, self.len),
+            v.clone().narrow(2, 0, self.len),
+        ))
+    }
+
+    /// Keeps only the batch rows `rows` (in that order) and drops the first `front`
+    /// positions of every row (padding no remaining row needs), into buffers with room to
+    /// spare again.
+    pub fn retain(&mut self, rows: &[usize], front: usize) {
+        let Some((k, v)) = self.filled() else {
+            return;
+        };
+        let len = self.len - front;
+        let device = k.device();
+        let index = Tensor::<1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
+            &device,
+        );
+        let keep = |t: Tensor<4>| t.select(0, index.clone()).narrow(2, front, len);
+        self.buffers = Some(spare_room(vec![(keep(k), keep(v))], len));
+        self.len = len;
+    }
+
+    /// Appends the rows of `other` after this cache's rows. The shorter of the two is
+    /// left-padded with zeros to the longer's length (its padding mask must say so).
+    pub fn merge(&mut self, other: &LayerCache) {
+        let len = self.len.max(other.len);
+        let parts: Vec<(Tensor<4>, Tensor<4>)> = [self.filled(), other.filled()]
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (left_pad(k, len), left_pad(v, len)))
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        self.buffers = Some(spare_room(parts, len));
+        self.len = len;
+    }
+}
+
+/// `t` (`[batch, heads, len, dim]`) with zeros before it up to `len` positions.
+fn left_pad(t: Tensor<4>, len: usize) -> Tensor<4> {
+    let [b, h, l, d] = t.dims();
+    if l == len {
+        return t;
+    }
+    let zeros = Tensor::<4>::zeros([b, h, len - l, d], (&t.device(), t.dtype()));
+    Tensor::cat(vec![zeros, t], 2)
+}
+
+/// Key and value buffers holding `parts` (each `[rows, heads, len, dim]`) one after the
+/// other along the batch, with spare positions after `len`.
+fn spare_room(parts: Vec<(Tensor<4>, Tensor<4>)>, len: usize) -> (Tensor<4>, Tensor<4>) {
+    let (keys, values): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    let room = |parts: Vec<Tensor<4>>| {
+        let all = Tensor::cat(parts, 0);
+        let [b, h, _, d] = all.dims();
+        let spare = grown(len, len + 1) - len;
+        let zeros = Tensor::<4>::zeros([b, h, spare, d], (&all.device(), all.dtype()));
+        Tensor::cat(vec![all, zeros], 2)
+    };
+    (room(keys), room(values))
 }
 
 /// The cache of a whole decoder: one [`LayerCache`] per layer.
@@ -107,6 +174,21 @@ impl KvCache {
     /// Number of layers this cache was made for.
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Keeps the batch rows `rows` and drops the first `front` positions (see
+    /// [`LayerCache::retain`]).
+    pub fn retain(&mut self, rows: &[usize], front: usize) {
+        for layer in &mut self.layers {
+            layer.retain(rows, front);
+        }
+    }
+
+    /// Appends `other`'s rows after this cache's (see [`LayerCache::merge`]).
+    pub fn merge(&mut self, other: &KvCache) {
+        for (layer, theirs) in self.layers.iter_mut().zip(&other.layers) {
+            layer.merge(theirs);
+        }
     }
 }
 
@@ -145,6 +227,50 @@ mod tests {
             capacities.len() > 1 && capacities.len() < 8,
             "{capacities:?}"
         );
+    }
+
+    /// Rows kept, padding dropped at the front, and two caches of different lengths
+    /// merged give the positions each row had, left-padded with zeros.
+    #[test]
+    fn retain_and_merge_keep_each_rows_positions() {
+        let device = Device::flex();
+        let draw = |b, len| Tensor::<4>::random([b, 2, len, 3], Distribution::Default, &device);
+        let (k, v) = (draw(3, 6), draw(3, 6));
+        let mut a = LayerCache::default();
+        a.append(k.clone(), v.clone());
+        a.retain(&[2, 0], 1);
+        assert_eq!(a.seq_len(), 5);
+        let (ka, _) = a.filled().expect("filled");
+        let want = Tensor::cat(
+            vec![k.clone().narrow(0, 2, 1), k.clone().narrow(0, 0, 1)],
+            0,
+        )
+        .narrow(2, 1, 5);
+        ka.into_data().assert_eq(&want.into_data(), true);
+
+        let (k2, v2) = (draw(1, 3), draw(1, 3));
+        let mut b = LayerCache::default();
+        b.append(k2.clone(), v2);
+        a.merge(&b);
+        assert_eq!(a.seq_len(), 5);
+        assert!(a.capacity() > 5);
+        let (km, _) = a.filled().expect("filled");
+        assert_eq!(km.dims(), [3, 2, 5, 3]);
+        km.clone()
+            .narrow(0, 2, 1)
+            .narrow(2, 2, 3)
+            .into_data()
+            .assert_eq(&k2.into_data(), true);
+        let pad: Vec<f32> = km
+            .narrow(0, 2, 1)
+            .narrow(2, 0, 2)
+            .into_data()
+            .try_to_vec()
+            .expect("f32");
+        assert!(pad.iter().all(|&x| x == 0.0));
+        // Appending after a merge continues every row at the same position.
+        let (all_k, _) = a.append(draw(3, 1), draw(3, 1));
+        assert_eq!(all_k.dims(), [3, 2, 6, 3]);
     }
 
     #[test]

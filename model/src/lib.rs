@@ -25,7 +25,8 @@ pub mod weights;
 
 pub use attention::{Attention, AttentionConfig};
 pub use config::{ConfigError, TextConfig};
-pub use decoder::{CausalLm, DecoderLayer, DecoderLayerConfig, TextModel};
+pub use decoder::{CausalLm, DecoderLayer, DecoderLayerConfig, PREFILL_CHUNK, TextModel};
+pub use generation::{Batch, PendingPrompt, Prefilled, argmax};
 pub use hf_config::{hf_config_json, read_hf_config, read_json};
 pub use kv_cache::KvCache;
 pub use mask::{causal_padding_mask, position_ids_from_mask, text_position_ids};

@@ -318,6 +318,24 @@ impl NuriModel {
         input: &MultimodalInput,
         cache: Option<&mut KvCache>,
     ) -> Result<(Tensor<3>, Tensor<3, Int>, Vec<i64>), ModelError> {
+        let (embeds, position_ids, rope_deltas) = self.prompt_embeddings(input)?;
+        let hidden = self.model.language_model.forward_embeds(
+            embeds,
+            position_ids.clone(),
+            input.attention_mask.clone(),
+            cache,
+        );
+        Ok((hidden, position_ids, rope_deltas))
+    }
+
+    /// The language model's input for a prompt: the token embeddings with the visual tokens
+    /// spliced in (the vision tower runs here), the M-RoPE positions (`[3, batch, seq]`) and
+    /// each row's rope delta.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn prompt_embeddings(
+        &self,
+        input: &MultimodalInput,
+    ) -> Result<(Tensor<3>, Tensor<3, Int>, Vec<i64>), ModelError> {
         let [b, s] = input.input_ids.dims();
         let device = input.input_ids.device();
         let ids = int_vec(input.input_ids.clone());
@@ -333,56 +351,7 @@ impl NuriModel {
         let embeds = self.fused_embeddings(input, &ids)?;
         let position_ids =
             Tensor::<3, Int>::from_data(TensorData::new(index.position_ids, [3, b, s]), &device);
-        let hidden = self.model.language_model.forward_embeds(
-            embeds,
-            position_ids.clone(),
-            input.attention_mask.clone(),
-            cache,
-        );
-        Ok((hidden, position_ids, index.rope_deltas))
-    }
-
-    /// One decoding step for new text tokens after a prefill. Each row's positions continue
-    /// at its count of real (unpadded) tokens so far plus its rope delta.
-    ///
-    /// # Shapes
-    /// - `tokens`: `[batch, seq]`
-    /// - `attention_mask`: `[batch, cached + seq]`
-    /// - returns `[batch, seq, vocab]`
-    pub fn decode_step(
-        &self,
-        tokens: Tensor<2, Int>,
-        attention_mask: Option<Tensor<2, Int>>,
-        rope_deltas: &[i64],
-        cache: &mut KvCache,
-    ) -> Tensor<3> {
-        let [b, s] = tokens.dims();
-        let past = cache.seq_len();
-        let seen: Vec<i64> = match &attention_mask {
-            Some(mask) => {
-                let mask = int_vec(mask.clone());
-                let t = mask.len() / b;
-                (0..b)
-                    .map(|row| mask[row * t..row * t + past].iter().sum())
-                    .collect()
-            }
-            None => vec![past as i64; b],
-        };
-        let positions: Vec<i64> = (0..3)
-            .flat_map(|_| seen.iter().zip(rope_deltas))
-            .flat_map(|(seen, delta)| (0..s as i64).map(move |i| seen + delta + i))
-            .collect();
-        let device = tokens.device();
-        let position_ids =
-            Tensor::<3, Int>::from_data(TensorData::new(positions, [3, b, s]), &device);
-        let embeds = self.model.language_model.embed(tokens);
-        let hidden = self.model.language_model.forward_embeds(
-            embeds,
-            position_ids,
-            attention_mask,
-            Some(cache),
-        );
-        self.logits(hidden)
+        Ok((embeds, position_ids, index.rope_deltas))
     }
 
     /// # Shapes

@@ -286,7 +286,7 @@ impl Bench<'_> {
             let decode_once = || -> Result<f64> {
                 let mut started = None;
                 let mut steps = 0;
-                model.generate(&input, 0, &mut |_, logits| {
+                model.generate(&input, &mut |_, logits| {
                     started.get_or_insert_with(Instant::now);
                     steps += 1;
                     (steps <= n * batch).then(|| argmax(logits))

@@ -79,18 +79,14 @@ pub fn validate(
         let eos = &processor.tokenizer.special.eos;
         let mut generated = vec![Vec::new(); prompts.len()];
         model
-            .generate(
-                &input.to_model_input(device),
-                processor.tokenizer.special.pad,
-                &mut |row, logits| {
-                    let token = argmax(logits);
-                    if eos.contains(&token) {
-                        return None;
-                    }
-                    generated[row].push(token);
-                    (generated[row].len() < limit).then_some(token)
-                },
-            )
+            .generate(&input.to_model_input(device), &mut |row, logits| {
+                let token = argmax(logits);
+                if eos.contains(&token) {
+                    return None;
+                }
+                generated[row].push(token);
+                (generated[row].len() < limit).then_some(token)
+            })
             .map_err(|e| TrainError::Model(e.to_string()))?;
         for (ids, answer) in generated.iter().zip(&answers) {
             let text = processor.tokenizer.decode(ids, true)?;

@@ -6,33 +6,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 
-use super::request::{ApiError, convert_messages, params, unix_now};
-use super::{AppState, Event, Job, ServeOptions};
-use crate::generate::{Generated, GenerationRequest};
+use super::engine::{Event, Job, QueueSlot};
+use super::request::{ApiError, convert_messages, from_generate, params, unix_now};
+use super::{AppState, ServeOptions};
+use crate::generate::{GenerateError, Generated, GenerationRequest};
+use nuri_processor::PaddingSide;
 
 pub(super) async fn chat_completions(
     State(state): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    match handle_chat(&state, body).await {
+    match handle_chat(&state, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-pub(super) async fn handle_chat(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let chat = parse_chat(&state.options, body)?;
-    let rx = enqueue(state, chat.request)?;
+/// Reads, checks and processes the request, queues it for the engine, and answers it;
+/// every error is an HTTP error before any of the answer is sent.
+pub(super) async fn handle_chat(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    if state.status.draining.load(Ordering::SeqCst) {
+        return Err(shutting_down());
+    }
+    let body = read_body(&state.options, request).await?;
+    let chat = parse_chat(&state.options, &body)?;
+    let slot = take_queue_slot(state)?;
+    let job = process(state, chat.request, slot).await?;
+    let rx = job.1;
+    state.jobs.send(job.0).map_err(|_| shutting_down())?;
     let reply = Reply {
         id: format!("chatcmpl-{:x}", rand_id()),
         created: unix_now(),
@@ -45,71 +52,62 @@ pub(super) async fn handle_chat(
     }
 }
 
-/// A chat-completion request, checked.
-pub(super) struct ChatRequest {
-    request: GenerationRequest,
-    stream: bool,
-    /// `stream_options.include_usage`: the last chunk carries the token counts.
-    include_usage: bool,
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the server is shutting down",
+    )
 }
 
-/// Reads and checks the body: its size, JSON, the model name, the messages and the
-/// sampling fields.
-pub(super) fn parse_chat(
-    options: &ServeOptions,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<ChatRequest, ApiError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                format!("the request body is over {} bytes", options.max_body_bytes),
-            )
-        } else {
-            ApiError::bad("invalid_body", r.body_text())
-        }
-    })?;
-    let body: Json = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("invalid_json", format!("the body is not valid JSON: {e}")))?;
-    if !body.is_object() {
-        return Err(ApiError::bad(
-            "invalid_json",
-            "the body must be a JSON object",
-        ));
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request_too_large",
+        format!("the request body is over {limit} bytes"),
+    )
+}
+
+/// The body, refused before reading when its declared length is over the limit, and read
+/// within `body_timeout`.
+async fn read_body(options: &ServeOptions, request: Request) -> Result<Bytes, ApiError> {
+    let limit = options.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
     }
-    if let Some(m) = body.get("model").and_then(Json::as_str)
-        && m != options.model_name
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
+    let read = axum::body::to_bytes(request.into_body(), limit);
+    match tokio::time::timeout(options.body_timeout, read).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
             format!(
-                "the model `{m}` does not exist; this server serves `{}`",
-                options.model_name
+                "the request body did not arrive within {} s",
+                options.body_timeout.as_secs()
             ),
-        )
-        .with_param("model"));
+        )),
+        Ok(Err(e)) => {
+            let length_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if length_limit {
+                Err(too_large(limit))
+            } else {
+                Err(ApiError::bad(
+                    "invalid_body",
+                    format!("cannot read the body: {e}"),
+                ))
+            }
+        }
+        Ok(Ok(bytes)) => Ok(bytes),
     }
-    let messages = convert_messages(body.get("messages").unwrap_or(&Json::Null), options)?;
-    let params = params(&body, options)?;
-    Ok(ChatRequest {
-        request: GenerationRequest { messages, params },
-        stream: body.get("stream").and_then(Json::as_bool).unwrap_or(false),
-        include_usage: body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Json::as_bool)
-            .unwrap_or(false),
-    })
 }
 
-/// Queues the request for the engine (429 past the queue limit); its events arrive on the
-/// returned channel.
-pub(super) fn enqueue(
-    state: &AppState,
-    request: GenerationRequest,
-) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
+/// A place in the queue (429 past the queue limit).
+fn take_queue_slot(state: &AppState) -> Result<QueueSlot, ApiError> {
     let limit = state.options.queue_limit;
     if state.queued.fetch_add(1, Ordering::SeqCst) >= limit {
         state.queued.fetch_sub(1, Ordering::SeqCst);
@@ -119,21 +117,149 @@ pub(super) fn enqueue(
             format!("{limit} requests are already waiting; retry later"),
         ));
     }
-    let (tx, rx) = mpsc::unbounded_channel();
-    state
-        .jobs
-        .send(Job {
-            request,
-            events: tx,
-        })
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down",
+    Ok(QueueSlot(state.queued.clone()))
+}
+
+/// Renders, tokenizes and decodes the media of a request on the worker pool (within
+/// `media_timeout`), checks its length against the context and clamps its answer to what
+/// the context leaves. Returns the engine's job and the channel its events arrive on.
+async fn process(
+    state: &AppState,
+    request: GenerationRequest,
+    slot: QueueSlot,
+) -> Result<(Job, mpsc::UnboundedReceiver<Event>), ApiError> {
+    let options = &state.options;
+    let permit = state
+        .workers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| shutting_down())?;
+    let processor = state.processor.clone();
+    let messages = request.messages.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let out = processor.process(&[messages], true, PaddingSide::Left);
+        drop(permit);
+        out
+    });
+    let out = match tokio::time::timeout(options.media_timeout, work).await {
+        Err(_) => {
+            return Err(ApiError::bad(
+                "media_timeout",
+                format!(
+                    "the request's media took over {} s to process",
+                    options.media_timeout.as_secs()
+                ),
             )
-        })?;
-    Ok(rx)
+            .with_param("messages"));
+        }
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "processing_failed",
+                "processing this request failed",
+            ));
+        }
+        Ok(Ok(out)) => out.map_err(|e| from_generate(GenerateError::Processor(e)))?,
+    };
+    let prompt: Vec<u32> = out.input_ids.iter().map(|&t| t as u32).collect();
+    let limit = options.context_length;
+    if prompt.len() >= limit {
+        return Err(from_generate(GenerateError::ContextLength {
+            tokens: prompt.len(),
+            limit,
+        }));
+    }
+    let mut params = request.params;
+    params.max_new_tokens = params.max_new_tokens.min(limit - prompt.len());
+    let panic = options
+        .panic_marker
+        .as_ref()
+        .is_some_and(|m| request.messages.to_string().contains(m.as_str()));
+    let (events, rx) = mpsc::unbounded_channel();
+    let job = Job {
+        input: out,
+        params,
+        prompt,
+        events,
+        slot,
+        panic,
+    };
+    Ok((job, rx))
+}
+
+/// A chat-completion request, checked.
+pub(super) struct ChatRequest {
+    request: GenerationRequest,
+    stream: bool,
+    /// `stream_options.include_usage`: the last chunk carries the token counts.
+    include_usage: bool,
+}
+
+/// `body[key]` as a boolean, `false` when absent or null; 400 naming it otherwise.
+fn flag(body: &Json, key: &'static str) -> Result<bool, ApiError> {
+    match body.get(key) {
+        None | Some(Json::Null) => Ok(false),
+        Some(Json::Bool(b)) => Ok(*b),
+        Some(other) => Err(ApiError::bad(
+            "invalid_type",
+            format!("`{key}` must be a boolean, got {other}"),
+        )
+        .with_param(key)),
+    }
+}
+
+/// Checks the body: JSON, the model name, the messages and the sampling fields, each of
+/// the type the API gives it.
+pub(super) fn parse_chat(options: &ServeOptions, body: &[u8]) -> Result<ChatRequest, ApiError> {
+    let body: Json = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(ApiError::bad(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    match body.get("model") {
+        None | Some(Json::Null) => {}
+        Some(Json::String(m)) if *m == options.model_name => {}
+        Some(Json::String(m)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!(
+                    "the model `{m}` does not exist; this server serves `{}`",
+                    options.model_name
+                ),
+            )
+            .with_param("model"));
+        }
+        Some(other) => {
+            return Err(ApiError::bad(
+                "invalid_type",
+                format!("`model` must be a string, got {other}"),
+            )
+            .with_param("model"));
+        }
+    }
+    let messages = convert_messages(body.get("messages").unwrap_or(&Json::Null), options)?;
+    let params = params(&body, options)?;
+    let include_usage = match body.get("stream_options") {
+        None | Some(Json::Null) => false,
+        Some(o @ Json::Object(_)) => flag(o, "include_usage")?,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "invalid_type",
+                format!("`stream_options` must be an object, got {other}"),
+            )
+            .with_param("stream_options"));
+        }
+    };
+    Ok(ChatRequest {
+        request: GenerationRequest { messages, params },
+        stream: flag(&body, "stream")?,
+        include_usage,
+    })
 }
 
 /// What every response object of one completion repeats.

@@ -114,6 +114,8 @@ fn media_url(url: &str, allowed: Option<&Path>, video: bool) -> Result<String, A
                 "file:// media are refused: the server was not started with --allow-local-media",
             ));
         };
+        // Outside the folder is forbidden whether or not the file exists: the answer must
+        // not tell which files exist there. Inside, a missing file is a bad request.
         let forbidden = || {
             ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -121,14 +123,15 @@ fn media_url(url: &str, allowed: Option<&Path>, video: bool) -> Result<String, A
                 format!("{path} is outside the folder this server may read"),
             )
         };
-        let resolved = std::fs::canonicalize(path).map_err(|_| {
-            // A missing file inside the folder is a bad request; outside, forbidden.
-            if Path::new(path).starts_with(root) {
-                ApiError::bad("invalid_url", format!("{path}: no such file"))
-            } else {
-                forbidden()
-            }
-        })?;
+        let lexical = Path::new(path);
+        let climbs = lexical
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+        if climbs || !lexical.is_absolute() || !lexical.starts_with(root) {
+            return Err(forbidden());
+        }
+        let resolved = std::fs::canonicalize(lexical)
+            .map_err(|_| ApiError::bad("invalid_url", format!("{path}: no such file")))?;
         if !resolved.starts_with(root) {
             return Err(forbidden());
         }
@@ -142,6 +145,9 @@ fn media_url(url: &str, allowed: Option<&Path>, video: bool) -> Result<String, A
         ),
     ))
 }
+
+/// The roles a message may have.
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
 /// OpenAI messages → Nuri's, media checked.
 pub(super) fn convert_messages(messages: &Json, options: &ServeOptions) -> Result<Json, ApiError> {
@@ -163,6 +169,16 @@ pub(super) fn convert_messages(messages: &Json, options: &ServeOptions) -> Resul
             )
             .with_param("messages")
         })?;
+        if !ROLES.contains(&role) {
+            return Err(ApiError::bad(
+                "invalid_value",
+                format!(
+                    "messages[{i}].role `{role}` is not one of {}",
+                    ROLES.join(", ")
+                ),
+            )
+            .with_param("messages"));
+        }
         let content = match message.get("content") {
             Some(Json::String(s)) => Json::String(s.clone()),
             None | Some(Json::Null) => Json::String(String::new()),
@@ -177,17 +193,34 @@ pub(super) fn convert_messages(messages: &Json, options: &ServeOptions) -> Resul
                         None => None,
                     };
                     match kind {
-                        "text" => converted.push(json!({"type": "text", "text": part.get("text").and_then(Json::as_str).unwrap_or("")})),
+                        "text" => {
+                            let text =
+                                part.get("text").and_then(Json::as_str).ok_or_else(|| {
+                                    ApiError::bad(
+                                        "invalid_type",
+                                        format!("{}.text must be a string", at()),
+                                    )
+                                    .with_param("messages")
+                                })?;
+                            converted.push(json!({"type": "text", "text": text}));
+                        }
                         "image_url" | "video_url" => {
                             let video = kind == "video_url";
                             let u = url(kind).ok_or_else(|| {
-                                ApiError::bad("invalid_value", format!("{}: `{kind}.url` is required", at())).with_param("messages")
+                                ApiError::bad(
+                                    "invalid_value",
+                                    format!("{}: `{kind}.url` is required", at()),
+                                )
+                                .with_param("messages")
                             })?;
                             media += 1;
                             if media > options.max_images {
                                 return Err(ApiError::bad(
                                     "too_many_images",
-                                    format!("at most {} images or videos per request", options.max_images),
+                                    format!(
+                                        "at most {} images or videos per request",
+                                        options.max_images
+                                    ),
                                 )
                                 .with_param("messages"));
                             }
@@ -252,7 +285,7 @@ pub(super) fn params(body: &Json, options: &ServeOptions) -> Result<SamplingPara
     let stop = match body.get("stop") {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::String(s)) => vec![s.clone()],
-        Some(Json::Array(a)) => a
+        Some(Json::Array(a)) if a.iter().all(Json::is_string) => a
             .iter()
             .filter_map(Json::as_str)
             .map(str::to_string)
@@ -277,6 +310,16 @@ pub(super) fn params(body: &Json, options: &ServeOptions) -> Result<SamplingPara
         seed: u("seed")?.unwrap_or_else(unix_now),
         max_new_tokens: max,
         stop,
+        ignore_eos: match body.get("ignore_eos") {
+            None | Some(Json::Null) => false,
+            Some(Json::Bool(b)) => *b,
+            Some(_) => {
+                return Err(
+                    ApiError::bad("invalid_type", "`ignore_eos` must be a boolean")
+                        .with_param("ignore_eos"),
+                );
+            }
+        },
     };
     p.validate()
         .map_err(|m| ApiError::bad("invalid_value", m))?;
