@@ -107,7 +107,7 @@ impl<'a> Trainer<'a> {
             let restored = checkpoint::load_latest(&ckpt_dir, model, optim)?;
             for (path, why) in &restored.skipped {
                 log(&format!(
-                    "skipping corrupt checkpoint {}: {why}",
+                    "skipping corrupt checkpoint, set aside as {}: {why}",
                     path.display()
                 ));
             }
