@@ -44,8 +44,14 @@ pub struct TrainState {
     pub batch_in_epoch: usize,
     pub samples_seen: u64,
     pub tokens_seen: u64,
-    /// Bad samples met so far.
+    /// Bad samples met so far, each line counted once: those of the file and those in
+    /// [`TrainState::failed_samples`].
     pub bad_samples: u64,
+    /// The samples (indices in the file's usable samples) that failed when processed, so
+    /// that a line is reported and counted once over the epochs and resumes, and a run
+    /// whose every sample fails ends.
+    #[serde(default)]
+    pub failed_samples: std::collections::BTreeSet<usize>,
     /// Seconds spent training so far (for `max_minutes`).
     #[serde(default)]
     pub train_seconds: f64,

@@ -63,7 +63,7 @@ fn edit_sums(ckpt: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json
     std::fs::write(&path, state.to_string()).expect("write");
 }
 
-fn flip_middle_byte(bytes: &mut Vec<u8>) {
+fn flip_middle_byte(bytes: &mut [u8]) {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5a;
 }
@@ -76,7 +76,7 @@ const CORRUPTIONS: [Corruption; 7] = [
         edit(&c.join("model.bpk"), |b| b.truncate(b.len() / 2))
     }),
     ("a flipped byte in the optimizer state", |c| {
-        edit(&c.join("optim.bpk"), flip_middle_byte)
+        edit(&c.join("optim.bpk"), |b| flip_middle_byte(b))
     }),
     ("missing state.json", |c| {
         std::fs::remove_file(c.join("state.json")).expect("rm")
@@ -86,7 +86,7 @@ const CORRUPTIONS: [Corruption; 7] = [
     }),
     ("an empty checksum list over flipped weights", |c| {
         edit_sums(c, |files| files.clear());
-        edit(&c.join("model.bpk"), flip_middle_byte);
+        edit(&c.join("model.bpk"), |b| flip_middle_byte(b));
     }),
     (
         "a checksum list without the weights, over flipped weights",
@@ -94,7 +94,7 @@ const CORRUPTIONS: [Corruption; 7] = [
             edit_sums(c, |files| {
                 files.remove("model.bpk");
             });
-            edit(&c.join("model.bpk"), flip_middle_byte);
+            edit(&c.join("model.bpk"), |b| flip_middle_byte(b));
         },
     ),
     ("missing weights", |c| {
@@ -167,7 +167,7 @@ fn no_whole_checkpoint_is_an_error_that_leaves_them_in_place() {
     let dir = out.join("checkpoints");
     let config = config(&out);
     let only = save_at(&dir, &config, 5, 1);
-    edit(&only.join("model.bpk"), flip_middle_byte);
+    edit(&only.join("model.bpk"), |b| flip_middle_byte(b));
     for _ in 0..2 {
         let err = match load_latest(&dir, model(&config), optim()) {
             Ok(_) => panic!("a corrupt checkpoint was loaded"),
