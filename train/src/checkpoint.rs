@@ -4,7 +4,10 @@
 //! full config and the size and CRC-32 (IEEE, `crc32fast`) of every other file. It is written as
 //! `.tmp-step-NNNNNNNN/` (every file fsynced, `state.json` last) and renamed into place, so
 //! a kill at any moment leaves the previous checkpoint whole. Loading verifies the
-//! checksums and falls back to the previous checkpoint when one does not match.
+//! checksums (every file must be listed) and falls back to the previous checkpoint when one
+//! does not match; the corrupt one is then set aside as `step-NNNNNNNN.corrupt`, so that it
+//! is never "newest" again and pruning never counts it. Pruning never removes the checkpoint
+//! just written.
 
 use std::fs::File;
 use std::io::Write;
@@ -21,6 +24,13 @@ use crate::config::TrainConfig;
 const MODEL_FILE: &str = "model.bpk";
 const OPTIM_FILE: &str = "optim.bpk";
 const STATE_FILE: &str = "state.json";
+/// The files `state.json` must list, with their checksums.
+const CHECKSUMMED: [&str; 2] = [MODEL_FILE, OPTIM_FILE];
+/// The suffix of a checkpoint set aside as corrupt (a name [`list`] does not parse).
+const CORRUPT_SUFFIX: &str = ".corrupt";
+/// The prefix of a pruned checkpoint while it is being removed (renamed first, so that a
+/// kill during the removal leaves no torn `step-*` directory).
+const TRASH_PREFIX: &str = ".trash-";
 /// The layout of `state.json`. Format 1 (before CRC-32) recorded FNV-1a checksums.
 const STATE_FORMAT: u32 = 2;
 
@@ -34,8 +44,14 @@ pub struct TrainState {
     pub batch_in_epoch: usize,
     pub samples_seen: u64,
     pub tokens_seen: u64,
-    /// Bad samples met so far.
+    /// Bad samples met so far, each line counted once: those of the file and those in
+    /// [`TrainState::failed_samples`].
     pub bad_samples: u64,
+    /// The samples (indices in the file's usable samples) that failed when processed, so
+    /// that a line is reported and counted once over the epochs and resumes, and a run
+    /// whose every sample fails ends.
+    #[serde(default)]
+    pub failed_samples: std::collections::BTreeSet<usize>,
     /// Seconds spent training so far (for `max_minutes`).
     #[serde(default)]
     pub train_seconds: f64,
@@ -89,7 +105,8 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
     found
 }
 
-/// Writes a checkpoint atomically and keeps only the newest `keep`.
+/// Writes a checkpoint atomically and keeps `keep` checkpoints: this one and the newest
+/// others.
 pub fn save(
     dir: &Path,
     model: &NuriModel,
@@ -99,6 +116,7 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    remove_trash(dir)?;
     let name = checkpoint_name(state.step);
     let tmp = dir.join(format!(".tmp-{name}"));
     if tmp.exists() {
@@ -156,10 +174,36 @@ pub fn save(
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
-    for (_, old) in list(dir).into_iter().skip(keep) {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
+    prune(dir, &final_dir, keep)?;
     Ok(final_dir)
+}
+
+/// Keeps `keep` checkpoints: `current` (just written) and the newest others. A pruned one is
+/// renamed out of [`list`]'s sight before it is removed.
+fn prune(dir: &Path, current: &Path, keep: usize) -> Result<(), TrainError> {
+    let others = list(dir).into_iter().filter(|(_, p)| p != current);
+    for (_, old) in others.skip(keep.saturating_sub(1)) {
+        let name = old.file_name().expect("a step-* directory");
+        let trash = dir.join(format!("{TRASH_PREFIX}{}", name.to_string_lossy()));
+        std::fs::rename(&old, &trash).map_err(io(&old))?;
+        std::fs::remove_dir_all(&trash).map_err(io(&trash))?;
+    }
+    Ok(())
+}
+
+/// Removes what a killed run left half-removed (`.trash-*` directories).
+fn remove_trash(dir: &Path) -> Result<(), TrainError> {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(TRASH_PREFIX)
+        {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why a checkpoint was passed over.
@@ -179,7 +223,25 @@ fn verify(path: &Path) -> Result<StateFile, String> {
     }
     let state: StateFile =
         serde_json::from_value(json).map_err(|e| format!("{STATE_FILE}: {e}"))?;
+    // An empty or incomplete list would let unverified files load.
+    for file in CHECKSUMMED {
+        if !state.files.contains_key(file) {
+            return Err(format!("{STATE_FILE} lists no checksum for {file}"));
+        }
+    }
+    for entry in std::fs::read_dir(path).map_err(|e| e.to_string())? {
+        let name = entry.map_err(|e| e.to_string())?.file_name();
+        let name = name.to_string_lossy();
+        if name != STATE_FILE && !state.files.contains_key(name.as_ref()) {
+            return Err(format!("{name}: not listed in {STATE_FILE}"));
+        }
+    }
     for (file, sum) in &state.files {
+        if Path::new(file).file_name() != Some(std::ffi::OsStr::new(file)) {
+            return Err(format!(
+                "{STATE_FILE} lists `{file}`, not a file of the checkpoint"
+            ));
+        }
         let bytes = std::fs::read(path.join(file)).map_err(|e| format!("{file}: {e}"))?;
         let hash = checksum(&bytes);
         if bytes.len() as u64 != sum.bytes || hash != sum.crc32 {
@@ -201,13 +263,13 @@ pub struct Restored {
     pub config: TrainConfig,
     pub model: NuriModel,
     pub optim: ModuleOptimizer,
-    /// Checkpoints passed over as corrupt, with why.
+    /// Checkpoints passed over as corrupt (where they were set aside), with why.
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-/// Restores the newest whole checkpoint under `dir`; corrupt ones are skipped (and listed);
-/// an error when none is whole. `model` must have the run's architecture; its weights and
-/// parameter ids are replaced.
+/// Restores the newest whole checkpoint under `dir`; corrupt ones newer than it are set
+/// aside (renamed `*.corrupt`) and listed; an error, renaming nothing, when none is whole.
+/// `model` must have the run's architecture; its weights and parameter ids are replaced.
 pub fn load_latest(
     dir: &Path,
     mut model: NuriModel,
@@ -252,7 +314,7 @@ pub fn load_latest(
             config: state.config,
             model,
             optim,
-            skipped,
+            skipped: skipped.into_iter().map(set_aside).collect(),
         });
     }
     Err(TrainError::Checkpoint {
@@ -266,6 +328,28 @@ pub fn load_latest(
                 .join("; ")
         ),
     })
+}
+
+/// Renames a corrupt checkpoint `step-N.corrupt` (`.corrupt-2`, … when taken), out of
+/// [`list`]'s sight, so that it is neither resumed nor counted when pruning; returns its new
+/// path, or its old one with why it could not be renamed (pruning still never removes the
+/// checkpoint just written).
+fn set_aside((path, why): (PathBuf, String)) -> (PathBuf, String) {
+    let name = path
+        .file_name()
+        .expect("a step-* directory")
+        .to_string_lossy();
+    let aside = (1..)
+        .map(|i| match i {
+            1 => path.with_file_name(format!("{name}{CORRUPT_SUFFIX}")),
+            i => path.with_file_name(format!("{name}{CORRUPT_SUFFIX}-{i}")),
+        })
+        .find(|p| !p.exists())
+        .expect("a free name");
+    match std::fs::rename(&path, &aside) {
+        Ok(()) => (aside, why),
+        Err(e) => (path, format!("{why} (could not set it aside: {e})")),
+    }
 }
 
 #[cfg(test)]

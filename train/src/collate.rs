@@ -2,11 +2,14 @@
 //! media), labels that count only assistant tokens, right-padded batches, and a loader whose
 //! worker threads prepare the next batches while the current one trains.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use nuri_processor::{PaddingSide, Processor, ProcessorOutput};
+use serde_json::Value as Json;
 
+use crate::config::DataConfig;
 use crate::data::{BadSample, Sample};
 
 /// Label value the loss ignores.
@@ -80,25 +83,95 @@ impl TurnMarks {
     }
 }
 
-/// Processes one sample for training.
+/// How samples are encoded for training: which turns count in the loss, and the longest
+/// sample taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Labels on the last assistant turn only (else on every assistant turn).
+    pub last_turn_only: bool,
+    /// The most tokens a sample may have (`data.max_seq_len`).
+    pub max_seq_len: usize,
+}
+
+impl EncodeOptions {
+    /// The options a run's `[data]` section sets.
+    pub fn of(data: &DataConfig) -> Self {
+        Self {
+            last_turn_only: data.last_turn_only,
+            max_seq_len: data.max_seq_len,
+        }
+    }
+}
+
+/// The largest per-item `min_pixels` of a conversation's media parts, and the tokens it asks
+/// for at the least: the processor resizes an image (a video frame) to at least that area,
+/// and each `(patch × merge)²` pixels of it become one token. Read from the JSON, before the
+/// processor allocates anything.
+fn min_pixels_tokens(messages: &Json, processor: &Processor) -> Option<(u64, u64)> {
+    let factor = (processor.image.patch_size * processor.image.merge_size).max(1) as u64;
+    messages
+        .as_array()?
+        .iter()
+        .filter_map(|m| m.get("content").and_then(Json::as_array))
+        .flatten()
+        .filter_map(|part| part.get("min_pixels").and_then(Json::as_u64))
+        .max()
+        .map(|pixels| (pixels, pixels / (factor * factor)))
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Processes one sample for training. A sample that cannot be used — the processor's error
+/// (a panic included), more than `max_seq_len` tokens, or a `min_pixels` that asks for more
+/// — is a [`BadSample`] named by its origin.
 pub fn encode(
     processor: &Processor,
     marks: &TurnMarks,
     sample: &Sample,
-    last_only: bool,
+    options: EncodeOptions,
 ) -> Result<Encoded, BadSample> {
     let bad = |reason: String| BadSample {
         origin: sample.origin.clone(),
         reason,
     };
-    let out = processor
-        .process(
-            std::slice::from_ref(&sample.messages),
-            false,
-            PaddingSide::Right,
-        )
-        .map_err(|e| bad(e.to_string()))?;
-    let labels = assistant_labels(&out.input_ids, &marks.prefix, marks.end, last_only);
+    let max = options.max_seq_len;
+    if let Some((pixels, tokens)) = min_pixels_tokens(&sample.messages, processor)
+        && tokens > max as u64
+    {
+        return Err(bad(format!(
+            "min_pixels {pixels} asks for at least {tokens} visual tokens, over data.max_seq_len {max}"
+        )));
+    }
+    let conversation = std::slice::from_ref(&sample.messages);
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        processor.process(conversation, false, PaddingSide::Right)
+    }))
+    .map_err(|payload| {
+        bad(format!(
+            "the processor panicked: {}",
+            panic_message(&*payload)
+        ))
+    })?
+    .map_err(|e| bad(e.to_string()))?;
+    if out.seq_len > max {
+        return Err(bad(format!(
+            "{} tokens, over data.max_seq_len {max}",
+            out.seq_len
+        )));
+    }
+    let labels = assistant_labels(
+        &out.input_ids,
+        &marks.prefix,
+        marks.end,
+        options.last_turn_only,
+    );
     if labels.iter().all(|&l| l == IGNORE) {
         return Err(bad("no assistant tokens after the chat template".into()));
     }
@@ -175,7 +248,8 @@ pub struct Loaded {
     pub index: usize,
     /// The batch's good samples, processed (empty when every one was bad).
     pub items: Vec<Encoded>,
-    pub bad: Vec<BadSample>,
+    /// The bad ones, each with its index in the run's samples.
+    pub bad: Vec<(usize, BadSample)>,
 }
 
 /// Prepares planned batches on `workers` threads, in order, at most two ahead.
@@ -186,7 +260,7 @@ pub fn spawn_loader(
     plan: Vec<Vec<usize>>,
     start: usize,
     workers: usize,
-    last_only: bool,
+    options: EncodeOptions,
 ) -> Receiver<Loaded> {
     let (tx, rx): (SyncSender<Loaded>, _) = sync_channel(2);
     std::thread::spawn(move || {
@@ -200,7 +274,7 @@ pub fn spawn_loader(
                         let (processor, marks, samples) = (&processor, &marks, &samples);
                         scope.spawn(move || {
                             ids.iter()
-                                .map(|&i| encode(processor, marks, &samples[i], last_only))
+                                .map(|&i| encode(processor, marks, &samples[i], options))
                                 .collect::<Vec<_>>()
                         })
                     })
@@ -211,10 +285,10 @@ pub fn spawn_loader(
                     .collect()
             });
             let (mut items, mut bad) = (Vec::new(), Vec::new());
-            for r in results {
+            for (&i, r) in batch.iter().zip(results) {
                 match r {
                     Ok(e) => items.push(e),
-                    Err(b) => bad.push(b),
+                    Err(b) => bad.push((i, b)),
                 }
             }
             if tx.send(Loaded { index, items, bad }).is_err() {

@@ -58,7 +58,15 @@ pub struct DataConfig {
     /// Upper bound on the resized pixels of an image or a video frame (default: the
     /// processor's).
     pub max_pixels: Option<usize>,
+    /// The most tokens a sample may have (text and visual tokens after the chat template); a
+    /// longer one is a bad sample (skipped and reported, or the run stops under
+    /// `on_bad_sample = "fail"`), as is one whose per-item `min_pixels` alone asks for more.
+    pub max_seq_len: usize,
 }
+
+/// Default [`DataConfig::max_seq_len`]: Qwen2-VL's fine-tuning length, and far below what
+/// exhausts memory (attention's scores grow with its square).
+pub const DEFAULT_MAX_SEQ_LEN: usize = 8192;
 
 impl Default for DataConfig {
     fn default() -> Self {
@@ -71,6 +79,7 @@ impl Default for DataConfig {
             workers: 2,
             bucket_batches: 8,
             max_pixels: None,
+            max_seq_len: DEFAULT_MAX_SEQ_LEN,
         }
     }
 }
@@ -279,6 +288,7 @@ impl TrainConfig {
             ("checkpoint_every", self.checkpoint_every),
             ("keep_checkpoints", self.keep_checkpoints),
             ("data.bucket_batches", self.data.bucket_batches),
+            ("data.max_seq_len", self.data.max_seq_len),
             ("devices", self.devices),
         ] {
             if v == 0 {
@@ -373,6 +383,9 @@ mod tests {
         assert_eq!(config.optim.lr, 5e-4);
         assert_eq!(config.data.on_bad_sample, BadSamplePolicy::Fail);
         assert_eq!((config.seed, config.steps, config.batch_size), (7, 10, 8));
+        assert_eq!(config.data.max_seq_len, DEFAULT_MAX_SEQ_LEN);
+        let err = TrainConfig::load(&path, &["data.max_seq_len=0".into()]).unwrap_err();
+        assert!(err.to_string().contains("data.max_seq_len"), "{err}");
         let err = TrainConfig::load(&path, &["steps=0".into()]).unwrap_err();
         assert!(
             err.to_string().contains("steps") && err.to_string().contains("run.toml"),

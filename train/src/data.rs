@@ -175,7 +175,8 @@ fn split_at_tags<'a>(
     }
 }
 
-/// Checks a conversation: it has an assistant turn, and its media files exist.
+/// Checks a conversation: it has an assistant turn, and its media are regular files (or, for
+/// a video, a folder of frames): opening anything else, a FIFO say, could block the run.
 fn check(messages: &Json, root: &Path) -> Result<usize, String> {
     let list = messages.as_array().ok_or("messages must be a list")?;
     if !list.iter().any(|m| m["role"] == "assistant") {
@@ -183,16 +184,21 @@ fn check(messages: &Json, root: &Path) -> Result<usize, String> {
     }
     let items = media_items(messages, root).map_err(|e| e.to_string())?;
     for item in &items {
-        let path = match item {
+        let (path, folder_too) = match item {
             nuri_processor::MediaItem::Image {
                 source: nuri_processor::MediaSource::Path(p),
                 ..
-            } => p,
-            nuri_processor::MediaItem::Video { source, .. } => source,
+            } => (p, false),
+            nuri_processor::MediaItem::Video { source, .. } => (source, true),
             _ => continue,
         };
-        if !path.exists() {
-            return Err(format!("{}: no such file", path.display()));
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!("{}: no such file", path.display()));
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Ok(m) if m.is_file() || (folder_too && m.is_dir()) => {}
+            Ok(_) => return Err(format!("{}: not a regular file", path.display())),
         }
     }
     let chars = messages.to_string().chars().count();
@@ -221,8 +227,6 @@ fn absolutize(messages: &mut Json, root: &Path) {
     }
 }
 
-/// Reads a JSONL file. Usable lines become samples; the others are returned as bad samples
-/// (or, with `fail_fast`, the first one is an error).
 /// The absolute directory media paths of `path` are relative to: `media_root`, or else the
 /// file's own folder (so the paths written into the samples do not depend on a later
 /// resolution).
@@ -240,42 +244,47 @@ fn media_root_of(path: &Path, media_root: Option<&Path>) -> Result<PathBuf, Trai
     })
 }
 
+/// One line's conversation: its messages (media paths absolute), id and length hint.
+fn parse_line(line: &str, root: &Path) -> Result<(Json, Option<String>, usize), String> {
+    let record = serde_json::from_str::<Json>(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let mut messages = match (record.get("messages"), record.get("conversations")) {
+        (Some(m), _) => m.clone(),
+        (None, Some(_)) => from_sharegpt(&record)?,
+        (None, None) => {
+            return Err("expected `conversations` (ShareGPT) or `messages` (OpenAI)".into());
+        }
+    };
+    absolutize(&mut messages, root);
+    let length_hint = check(&messages, root)?;
+    let id = record.get("id").map(|v| match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    Ok((messages, id, length_hint))
+}
+
+/// Reads a JSONL file. Usable lines become samples; the others are returned as bad samples
+/// (or, with `fail_fast`, the first one is an error). The file is read as bytes, so that a
+/// line of invalid UTF-8 is one bad sample, not a bad file.
 pub fn load_jsonl(
     path: &Path,
     media_root: Option<&Path>,
     fail_fast: bool,
 ) -> Result<(Vec<Sample>, Vec<BadSample>), TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let root = media_root_of(path, media_root)?;
     let (mut samples, mut bad) = (Vec::new(), Vec::new());
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let origin = format!("{}:{}", path.display(), i + 1);
-        let parsed = serde_json::from_str::<Json>(line)
-            .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|record| {
-                let mut messages = match (record.get("messages"), record.get("conversations")) {
-                    (Some(m), _) => m.clone(),
-                    (None, Some(_)) => from_sharegpt(&record)?,
-                    (None, None) => {
-                        return Err(
-                            "expected `conversations` (ShareGPT) or `messages` (OpenAI)".into()
-                        );
-                    }
-                };
-                absolutize(&mut messages, &root);
-                let length_hint = check(&messages, &root)?;
-                let id = record.get("id").map(|v| match v {
-                    Json::String(s) => s.clone(),
-                    other => other.to_string(),
-                });
-                Ok((messages, id, length_hint))
-            });
+        let parsed = match std::str::from_utf8(line) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => parse_line(text, &root),
+            Err(_) => Err("invalid UTF-8".to_string()),
+        };
         match parsed {
             Ok((messages, id, length_hint)) => samples.push(Sample {
                 origin,

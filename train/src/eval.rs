@@ -8,7 +8,7 @@ use nuri_model::generation::argmax;
 use nuri_processor::{PaddingSide, Processor, exact_match, split_last_answer};
 
 use crate::TrainError;
-use crate::collate::{TurnMarks, encode};
+use crate::collate::{EncodeOptions, TurnMarks, encode};
 use crate::config::TrainConfig;
 use crate::data::Sample;
 use crate::loss::batch_loss;
@@ -43,11 +43,13 @@ pub fn validate(
     let pad = i64::from(processor.tokenizer.special.pad);
     let (mut total, mut count) = (0.0, 0usize);
     let (mut matched, mut asked) = (0usize, 0usize);
+    let options = EncodeOptions::of(&config.data);
     for chunk in samples.chunks(config.batch_size).take(max_batches) {
-        let items: Vec<_> = chunk
+        // Only the samples that encode (within `max_seq_len`) are scored or prompted.
+        let (items, chunk): (Vec<_>, Vec<&Sample>) = chunk
             .iter()
-            .filter_map(|s| encode(processor, marks, s, config.data.last_turn_only).ok())
-            .collect();
+            .filter_map(|s| encode(processor, marks, s, options).ok().map(|e| (e, s)))
+            .unzip();
         if items.is_empty() {
             continue;
         }
@@ -58,7 +60,7 @@ pub fn validate(
         // Exact match: the conversation up to its last assistant turn, generated greedily.
         let mut prompts = Vec::new();
         let mut answers = Vec::new();
-        for sample in chunk {
+        for sample in &chunk {
             if let Some((prompt, answer)) = split_last_answer(&sample.messages) {
                 prompts.push(prompt);
                 answers.push(answer);

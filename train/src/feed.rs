@@ -9,7 +9,7 @@ use nuri_processor::Processor;
 
 use crate::TrainError;
 use crate::checkpoint::TrainState;
-use crate::collate::{Loaded, TurnMarks, spawn_loader};
+use crate::collate::{EncodeOptions, Loaded, TurnMarks, spawn_loader};
 use crate::config::{BadSamplePolicy, TrainConfig};
 use crate::data::{Sample, epoch_plan, load_jsonl};
 
@@ -21,9 +21,11 @@ pub(crate) struct Data {
     pub val: Vec<Sample>,
     pub marks: TurnMarks,
     pub rx: Receiver<Loaded>,
+    /// Batches in the current epoch's plan (the loader ends early only if it died).
+    pub plan_len: usize,
     pub fail_fast: bool,
-    /// Bad samples met, over the whole run.
-    pub bad_total: u64,
+    /// Lines of the file that are not samples (reported as it was read).
+    pub load_bad: u64,
 }
 
 impl Data {
@@ -50,42 +52,62 @@ impl Data {
         let lengths: Vec<usize> = samples.iter().map(|s| s.length_hint).collect();
         let samples = Arc::new(samples);
         let marks = TurnMarks::of(processor)?;
-        let rx = Self::loader(config, processor, &marks, &samples, &lengths, state);
+        let (rx, plan_len) = loader(config, processor, &marks, &samples, &lengths, state);
         Ok(Self {
             samples,
             lengths,
             val,
             marks,
             rx,
+            plan_len,
             fail_fast,
-            bad_total: state.bad_samples.max(bad.len() as u64),
+            load_bad: bad.len() as u64,
         })
     }
 
-    /// The loader of `state.epoch`'s plan, from its `state.batch_in_epoch`-th batch.
-    pub fn loader(
+    /// Starts the loader of `state.epoch`'s plan, from its `state.batch_in_epoch`-th batch.
+    pub fn restart(
+        &mut self,
         config: &TrainConfig,
         processor: &Arc<Processor>,
-        marks: &TurnMarks,
-        samples: &Arc<Vec<Sample>>,
-        lengths: &[usize],
         state: &TrainState,
-    ) -> Receiver<Loaded> {
-        let plan = epoch_plan(
-            lengths,
-            config.batch_size,
-            config.data.bucket_batches,
-            config.seed,
-            state.epoch,
-        );
-        spawn_loader(
-            processor.clone(),
-            marks.clone(),
-            samples.clone(),
-            plan,
-            state.batch_in_epoch,
-            config.data.workers,
-            config.data.last_turn_only,
-        )
+    ) {
+        let (marks, samples, lengths) = (&self.marks, &self.samples, &self.lengths);
+        (self.rx, self.plan_len) = loader(config, processor, marks, samples, lengths, state);
     }
+
+    /// Bad samples so far, each line once: the file's and those that failed when processed.
+    pub fn bad_count(&self, state: &TrainState) -> u64 {
+        self.load_bad + state.failed_samples.len() as u64
+    }
+}
+
+/// The loader of `state.epoch`'s plan, from its `state.batch_in_epoch`-th batch, and the
+/// plan's length in batches.
+fn loader(
+    config: &TrainConfig,
+    processor: &Arc<Processor>,
+    marks: &TurnMarks,
+    samples: &Arc<Vec<Sample>>,
+    lengths: &[usize],
+    state: &TrainState,
+) -> (Receiver<Loaded>, usize) {
+    let plan = epoch_plan(
+        lengths,
+        config.batch_size,
+        config.data.bucket_batches,
+        config.seed,
+        state.epoch,
+    );
+    let plan_len = plan.len();
+    let rx = spawn_loader(
+        processor.clone(),
+        marks.clone(),
+        samples.clone(),
+        plan,
+        state.batch_in_epoch,
+        config.data.workers,
+        EncodeOptions::of(&config.data),
+    );
+    (rx, plan_len)
 }

@@ -45,4 +45,15 @@ pub enum TrainError {
     NonFinite { step: usize, loss: f64 },
     #[error("{0}: no usable training samples")]
     NoData(PathBuf),
+    /// Every sample failed when processed (each was reported as it failed).
+    #[error(
+        "{path}: none of the {samples} samples could be processed (the last: {last}); see the skipped samples reported above"
+    )]
+    NoUsableSample {
+        path: PathBuf,
+        samples: usize,
+        last: String,
+    },
+    #[error("data loader: {0}")]
+    Loader(String),
 }

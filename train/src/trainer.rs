@@ -20,7 +20,6 @@ use crate::TrainError;
 use crate::checkpoint::{self, TrainState};
 use crate::collate::{Batch, Encoded, IGNORE, collate, shard};
 use crate::config::{Precision, TrainConfig};
-use crate::data::BadSample;
 use crate::eval::validate;
 use crate::feed::Data;
 use crate::loss::batch_loss;
@@ -107,7 +106,7 @@ impl<'a> Trainer<'a> {
             let restored = checkpoint::load_latest(&ckpt_dir, model, optim)?;
             for (path, why) in &restored.skipped {
                 log(&format!(
-                    "skipping corrupt checkpoint {}: {why}",
+                    "skipping corrupt checkpoint, set aside as {}: {why}",
                     path.display()
                 ));
             }
@@ -173,7 +172,7 @@ impl<'a> Trainer<'a> {
             self.model = self.optim.step(lr, self.model, grads);
         }
         self.state.step += 1;
-        self.state.bad_samples = self.data.bad_total;
+        self.state.bad_samples = self.data.bad_count(&self.state);
         self.first_loss.get_or_insert(loss);
         self.last_loss = loss;
         self.progress.tick(&mut self.state);
@@ -182,35 +181,51 @@ impl<'a> Trainer<'a> {
         Ok(self)
     }
 
-    /// The next batch with at least one good sample; a new epoch when one runs out.
+    /// The next batch with at least one good sample; a new epoch when one runs out. A bad
+    /// sample is reported (or stops the run) the first time it fails; when every sample has
+    /// failed the run ends with an error instead of looping.
     fn next_items(&mut self, log: &mut dyn FnMut(&str)) -> Result<Vec<Encoded>, TrainError> {
         loop {
-            match self.data.rx.recv() {
-                Ok(loaded) => {
-                    self.state.batch_in_epoch = loaded.index + 1;
-                    for b in &loaded.bad {
-                        handle_bad(b, self.data.fail_fast, log)?;
-                    }
-                    self.data.bad_total += loaded.bad.len() as u64;
-                    if !loaded.items.is_empty() {
-                        return Ok(loaded.items);
-                    }
+            let Ok(loaded) = self.data.rx.recv() else {
+                self.next_epoch()?;
+                continue;
+            };
+            self.state.batch_in_epoch = loaded.index + 1;
+            for (index, b) in &loaded.bad {
+                if self.data.fail_fast {
+                    return Err(TrainError::BadSample(b.to_string()));
                 }
-                Err(_) => {
-                    self.state.epoch += 1;
-                    self.state.batch_in_epoch = 0;
-                    let d = &self.data;
-                    self.data.rx = Data::loader(
-                        self.config,
-                        &self.processor,
-                        &d.marks,
-                        &d.samples,
-                        &d.lengths,
-                        &self.state,
-                    );
+                if self.state.failed_samples.insert(*index) {
+                    log(&format!("bad sample skipped: {b}"));
                 }
             }
+            if !loaded.items.is_empty() {
+                return Ok(loaded.items);
+            }
+            let samples = self.data.samples.len();
+            if self.state.failed_samples.len() >= samples {
+                let last = loaded.bad.last().map(|(_, b)| b.to_string());
+                return Err(TrainError::NoUsableSample {
+                    path: self.config.data.train.clone(),
+                    samples,
+                    last: last.unwrap_or_default(),
+                });
+            }
         }
+    }
+
+    /// Moves the loader on to the next epoch, once the current one's plan is consumed.
+    fn next_epoch(&mut self) -> Result<(), TrainError> {
+        if self.state.batch_in_epoch < self.data.plan_len {
+            return Err(TrainError::Loader(format!(
+                "stopped after batch {} of {} in epoch {}",
+                self.state.batch_in_epoch, self.data.plan_len, self.state.epoch
+            )));
+        }
+        self.state.epoch += 1;
+        self.state.batch_in_epoch = 0;
+        self.data.restart(self.config, &self.processor, &self.state);
+        Ok(())
     }
 
     /// Forward and backward over one batch, data parallel: one shard per device, each
@@ -406,7 +421,7 @@ impl<'a> Trainer<'a> {
             first_loss: self.first_loss.unwrap_or(f64::NAN),
             last_loss: self.last_loss,
             tokens_per_second: self.progress.tokens_per_s(&self.state),
-            bad_samples: self.data.bad_total,
+            bad_samples: self.data.bad_count(&self.state),
             final_dir,
             resumed_from: self.resumed_from,
         })
@@ -462,12 +477,4 @@ fn truncate_metrics(path: &Path, last_step: usize) -> Result<(), TrainError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-fn handle_bad(b: &BadSample, fail_fast: bool, log: &mut dyn FnMut(&str)) -> Result<(), TrainError> {
-    if fail_fast {
-        return Err(TrainError::BadSample(b.to_string()));
-    }
-    log(&format!("bad sample skipped: {b}"));
-    Ok(())
 }
