@@ -129,7 +129,8 @@ fn load(path: &Path, sampling: FrameSampling) -> Result<VideoPatches, MediaError
 
 /// Every frame of a video, decoded.
 fn all_frames(path: &Path) -> Vec<RgbImage> {
-    let mut source = open_video(path, 10.0).unwrap_or_else(|e| panic!("{e}"));
+    let mut source = open_video(path, 10.0, nuri_media::image::DEFAULT_DECODE_LIMIT)
+        .unwrap_or_else(|e| panic!("{e}"));
     let info = source.probe().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((info.total_frames, info.width, info.height), (20, 90, 60));
     assert!(

@@ -4,7 +4,12 @@
 //! and the [`Processor`] that decodes and patchifies their media (`nuri-media`), repeats each
 //! visual pad once per merged token and computes the M-RoPE positions (`nuri-model`'s
 //! `rope_index`). Training and inference both read their inputs through it.
+//!
+//! Media are read in two passes: headers first (declared sizes, frame counts, pixel bounds,
+//! the decode limit, and the visual tokens of each row against
+//! [`Processor::max_media_tokens`]), pixels only once those are met.
 
+mod media;
 pub mod messages;
 pub mod processor;
 pub mod template;
@@ -52,6 +57,12 @@ pub enum ProcessorError {
     Tokenize(String),
     #[error(transparent)]
     Media(#[from] MediaError),
+    /// A conversation's images and videos would make more visual tokens than
+    /// [`Processor::max_media_tokens`] allows; found from their headers, before decoding.
+    #[error(
+        "the images and videos make {tokens} visual tokens, more than the {limit} allowed (from their declared sizes and sampled frames; nothing was decoded)"
+    )]
+    MediaTokens { tokens: usize, limit: usize },
     #[error(transparent)]
     Fusion(FusionError),
 }

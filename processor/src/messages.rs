@@ -255,6 +255,8 @@ impl Part<'_> {
             folder_fps: self
                 .float("sample_fps")?
                 .unwrap_or(nuri_media::video::DEFAULT_FOLDER_FPS),
+            // The processor's own limit replaces it.
+            ..VideoOptions::default()
         })
     }
 

@@ -7,13 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use nuri_media::image::ImageProcessorConfig;
 use nuri_media::image::decode::DEFAULT_DECODE_LIMIT;
-use nuri_media::image::{ImageProcessorConfig, MediaError, decode_rgb, load_rgb};
-use nuri_media::video::{VideoOptions, load_video};
 use nuri_model::{MultimodalInput, VisionTokens, rope_index};
 use serde_json::Value as Json;
 
-use crate::messages::{MediaItem, MediaSource, media_items};
+use crate::media::planned_grids;
+use crate::messages::{MediaItem, media_items};
 use crate::template::ChatTemplate;
 use crate::tokenizer::{IMAGE_PAD, TextTokenizer, VIDEO_PAD};
 use crate::{ProcessorError, read_json};
@@ -112,8 +112,13 @@ pub struct Processor {
     pub video_max_pixels: Option<usize>,
     /// Relative media paths are resolved against this folder.
     pub media_root: PathBuf,
-    /// Largest decoded image accepted, in pixels.
+    /// Largest decoded image, animation canvas or video frame accepted, in pixels; refused
+    /// from the header, before decoding.
     pub decode_limit: usize,
+    /// Most visual tokens the images and videos of one conversation (one row of a batch)
+    /// may make, counted from their declared sizes and sampled frame counts before any pixel
+    /// is decoded ([`ProcessorError::MediaTokens`]); `None`: no limit.
+    pub max_media_tokens: Option<usize>,
 }
 
 /// A per-frame pixel bound a video processor config sets (`min_pixels` or
@@ -138,6 +143,7 @@ impl Processor {
             video_max_pixels: None,
             media_root: PathBuf::from("."),
             decode_limit: DEFAULT_DECODE_LIMIT,
+            max_media_tokens: None,
         }
     }
 
@@ -235,48 +241,10 @@ impl Processor {
         self.process_texts(&texts, &media, padding)
     }
 
-    fn image_patches(
-        &self,
-        item: &MediaItem,
-    ) -> Result<nuri_media::image::Patches, ProcessorError> {
-        let MediaItem::Image {
-            source,
-            min_pixels,
-            max_pixels,
-            label,
-        } = item
-        else {
-            unreachable!("called for images");
-        };
-        let rgb = match source {
-            MediaSource::Path(path) => load_rgb(path, self.decode_limit)?,
-            MediaSource::Bytes(bytes) => {
-                decode_rgb(bytes, &format!("{label} (data URL)"), self.decode_limit)?
-            }
-        };
-        let config = ImageProcessorConfig {
-            min_pixels: min_pixels.unwrap_or(self.image.min_pixels),
-            max_pixels: max_pixels.unwrap_or(self.image.max_pixels),
-            ..self.image.clone()
-        };
-        if config.min_pixels > config.max_pixels {
-            return Err(ProcessorError::Media(MediaError::Config {
-                path: PathBuf::from(label),
-                message: format!(
-                    "min_pixels {} exceeds max_pixels {}",
-                    config.min_pixels, config.max_pixels
-                ),
-            }));
-        }
-        let name = match source {
-            MediaSource::Path(p) => p.display().to_string(),
-            MediaSource::Bytes(_) => format!("{label} (data URL)"),
-        };
-        Ok(config.preprocess(&rgb, &name)?)
-    }
-
     /// Tokenizes already-rendered `texts` whose `<|image_pad|>` / `<|video_pad|>` placeholders
-    /// refer, in order across the batch, to `media`.
+    /// refer, in order across the batch, to `media`. The media's headers are read and the
+    /// rows tokenized first; pixels are decoded only once the pixel bounds, the decode limit
+    /// and [`Processor::max_media_tokens`] are met.
     pub fn process_texts(
         &self,
         texts: &[String],
@@ -284,8 +252,11 @@ impl Processor {
         padding: PaddingSide,
     ) -> Result<ProcessorOutput, ProcessorError> {
         let mut out = ProcessorOutput::empty(texts.len());
-        self.add_media(media, &mut out)?;
+        let planned = self.plan_media(media)?;
+        planned_grids(&planned, &mut out);
         let rows = self.expand_and_encode(texts, &out)?;
+        self.check_media_tokens(&rows)?;
+        self.decode_media(planned, &mut out)?;
         pad_rows(
             &rows,
             i64::from(self.tokenizer.special.pad),
@@ -309,39 +280,6 @@ impl Processor {
         out.position_ids = index.position_ids;
         out.rope_deltas = index.rope_deltas;
         Ok(out)
-    }
-
-    /// Decodes and patchifies the media in order into `out`'s pixel rows and grids.
-    fn add_media(
-        &self,
-        media: &[MediaItem],
-        out: &mut ProcessorOutput,
-    ) -> Result<(), ProcessorError> {
-        for item in media {
-            match item {
-                MediaItem::Image { .. } => {
-                    let patches = self.image_patches(item)?;
-                    out.pixel_values.extend_from_slice(&patches.pixel_values);
-                    out.image_grid_thw.push(patches.grid_thw);
-                }
-                MediaItem::Video {
-                    source, options, ..
-                } => {
-                    let options = VideoOptions {
-                        min_pixels: options.min_pixels.or(self.video_min_pixels),
-                        max_pixels: options.max_pixels.or(self.video_max_pixels),
-                        ..options.clone()
-                    };
-                    let video = load_video(&self.video, source, &options)?;
-                    out.pixel_values_videos
-                        .extend_from_slice(&video.patches.pixel_values);
-                    out.video_grid_thw.push(video.patches.grid_thw);
-                    out.video_frame_indices.push(video.frame_indices);
-                    out.video_sample_fps.push(video.sample_fps);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Each text with every visual pad repeated once per merged visual token of its grid

@@ -1,60 +1,14 @@
 //! Decoding image files to 8-bit RGB the way the reference's `convert_to_rgb` leaves them:
 //! alpha composited on white, grayscale expanded, an animation's first frame.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use thiserror::Error;
-
-use super::processor::MAX_ASPECT_RATIO;
+pub use crate::error::MediaError;
+use crate::file::read_regular_file;
 
 /// Largest decoded image accepted by default, in pixels: Pillow's decompression-bomb limit
 /// (`Image.MAX_IMAGE_PIXELS`).
 pub const DEFAULT_DECODE_LIMIT: usize = 89_478_485;
-
-/// Why an image could not be turned into model inputs.
-#[derive(Debug, Error)]
-pub enum MediaError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{source_name}: cannot decode image: {message}")]
-    Decode {
-        source_name: String,
-        message: String,
-    },
-    #[error(
-        "{source_name}: image is {width}×{height}; both sides must be at least 1 pixel and the aspect ratio at most {MAX_ASPECT_RATIO}"
-    )]
-    BadSize {
-        source_name: String,
-        width: usize,
-        height: usize,
-    },
-    #[error("{path}: {message}")]
-    Config { path: PathBuf, message: String },
-    #[error("{source_name}: cannot decode video: {message}")]
-    Video {
-        source_name: String,
-        message: String,
-    },
-    #[error(
-        "{source_name}: reading this video needs FFmpeg; rebuild with `--features ffmpeg` (pure Rust reads animated GIF, APNG, animated WebP and folders of frames)"
-    )]
-    NeedsFfmpeg { source_name: String },
-    #[error("{source_name}: {source}")]
-    Sampling {
-        source_name: String,
-        source: crate::video::SamplingError,
-    },
-    #[error("{source_name}: {pixels} pixels after decoding exceeds the limit of {limit}")]
-    TooLarge {
-        source_name: String,
-        pixels: usize,
-        limit: usize,
-    },
-}
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,46 +39,67 @@ pub(crate) fn over_white([r, g, b, a]: [u8; 4]) -> [u8; 3] {
     [blend(r), blend(g), blend(b)]
 }
 
+/// The size `(width, height)` an encoded image declares in its header (for a GIF, its
+/// canvas), read without decoding any pixel.
+pub fn image_size(bytes: &[u8], source_name: &str) -> Result<(usize, usize), MediaError> {
+    let (width, height) = ::image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| decode_error(source_name, e))?
+        .into_dimensions()
+        .map_err(|e| decode_error(source_name, e))?;
+    Ok((width as usize, height as usize))
+}
+
+/// Refuses a declared size of more than `limit` pixels ([`MediaError::TooLarge`]).
+pub fn check_decode_size(
+    width: usize,
+    height: usize,
+    limit: usize,
+    source_name: &str,
+) -> Result<(), MediaError> {
+    let pixels = width.saturating_mul(height);
+    if pixels > limit {
+        return Err(MediaError::TooLarge {
+            source_name: source_name.to_string(),
+            pixels,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn decode_error(source_name: &str, e: impl std::fmt::Display) -> MediaError {
+    MediaError::Decode {
+        source_name: source_name.to_string(),
+        message: e.to_string(),
+    }
+}
+
 /// Decodes an encoded image (format guessed from its bytes) to RGB: alpha is composited on
 /// white, grayscale is expanded, an animation gives its first frame. `source_name` names the
-/// image in errors.
+/// image in errors. The header is read first, so an image declaring more than `max_pixels`
+/// pixels is refused before it is allocated.
 pub fn decode_rgb(
     bytes: &[u8],
     source_name: &str,
     max_pixels: usize,
 ) -> Result<RgbImage, MediaError> {
-    let decode_error = |message: String| MediaError::Decode {
-        source_name: source_name.to_string(),
-        message,
-    };
-    let reader = || {
-        ::image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| decode_error(e.to_string()))
-    };
-    // Read the header first so an oversized image is refused before it is allocated.
-    let (width, height) = reader()?
-        .into_dimensions()
-        .map_err(|e| decode_error(e.to_string()))?;
-    let (width, height) = (width as usize, height as usize);
-    if width * height > max_pixels {
-        return Err(MediaError::TooLarge {
-            source_name: source_name.to_string(),
-            pixels: width * height,
-            limit: max_pixels,
-        });
-    }
-    let decoded = reader()?
+    let (width, height) = image_size(bytes, source_name)?;
+    check_decode_size(width, height, max_pixels, source_name)?;
+    let decoded = ::image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| decode_error(source_name, e))?
         .decode()
-        .map_err(|e| decode_error(e.to_string()))?;
+        .map_err(|e| decode_error(source_name, e))?;
+    // `into_*` reuses the decoded buffer when it already has that layout.
     let data = if decoded.color().has_alpha() {
         decoded
-            .to_rgba8()
+            .into_rgba8()
             .pixels()
             .flat_map(|p| over_white(p.0))
             .collect()
     } else {
-        decoded.to_rgb8().into_raw()
+        decoded.into_rgb8().into_raw()
     };
     Ok(RgbImage {
         width,
@@ -133,12 +108,9 @@ pub fn decode_rgb(
     })
 }
 
-/// Reads and decodes an image file; see [`decode_rgb`].
+/// Reads and decodes an image file; see [`decode_rgb`]. Only a regular file is opened.
 pub fn load_rgb(path: &Path, max_pixels: usize) -> Result<RgbImage, MediaError> {
-    let bytes = std::fs::read(path).map_err(|source| MediaError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_regular_file(path)?;
     decode_rgb(&bytes, &path.display().to_string(), max_pixels)
 }
 
@@ -213,5 +185,50 @@ mod tests {
         );
         let err = load_rgb(Path::new("/nonexistent/x.png"), 100).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.png"), "{err}");
+    }
+
+    #[test]
+    fn load_rgb_refuses_a_fifo_or_a_folder_instead_of_hanging() {
+        let dir = std::env::temp_dir().join(format!("nuri-decode-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("folder.png")).expect("mkdir");
+        let err = load_rgb(&dir.join("folder.png"), 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MediaError::NotAFile {
+                    kind: "a directory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let fifo = dir.join("pipe.png");
+        if crate::file::make_fifo(&fifo) {
+            let err = load_rgb(&fifo, 1 << 20).unwrap_err();
+            assert!(
+                matches!(err, MediaError::NotAFile { kind: "a FIFO", .. })
+                    && err.to_string().contains("pipe.png"),
+                "{err}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_gif_declaring_a_huge_canvas_is_measured_from_its_header() {
+        // 43 bytes declaring a 9000×9000 canvas around one 1×1 frame.
+        let gif = crate::video::animation::tiny_gif(9000, 9000, 1, 0);
+        assert_eq!(image_size(&gif, "big.gif").expect("header"), (9000, 9000));
+        let err = decode_rgb(&gif, "big.gif", 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MediaError::TooLarge {
+                    pixels: 81_000_000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::bounds::check_pixel_bounds;
 use super::decode::{MediaError, RgbImage};
 use super::resample::resize_bicubic;
 use crate::round_half_even;
@@ -18,7 +19,6 @@ pub const DEFAULT_MIN_PIXELS: usize = 56 * 56;
 pub const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
 /// Longest side over shortest side beyond which the reference refuses an image.
 pub const MAX_ASPECT_RATIO: f64 = 200.0;
-
 /// Qwen2-VL's `smart_resize`: the size nearest to `height × width` whose sides are multiples
 /// of `factor` and whose area lies in `[min_pixels, max_pixels]`, keeping the aspect ratio.
 /// Returns `(height, width)`, or `None` for an empty image or one past the aspect limit.
@@ -196,12 +196,7 @@ impl ImageProcessorConfig {
                 "patch_size, merge_size and temporal_patch_size must be positive".into(),
             ));
         }
-        if config.min_pixels > config.max_pixels {
-            return Err(error(format!(
-                "min_pixels {} exceeds max_pixels {}",
-                config.min_pixels, config.max_pixels
-            )));
-        }
+        config.check_bounds(&path.display().to_string())?;
         Ok(config)
     }
 
@@ -210,26 +205,70 @@ impl ImageProcessorConfig {
         self.patch_size * self.merge_size
     }
 
-    /// Resizes an image as the reference does, returning the resized RGB image.
-    pub fn resize(&self, image: &RgbImage, source_name: &str) -> Result<RgbImage, MediaError> {
-        let (height, width) = smart_resize(
-            image.height,
-            image.width,
+    /// Checks `min_pixels` and `max_pixels` (see [`check_pixel_bounds`]).
+    pub fn check_bounds(&self, source_name: &str) -> Result<(), MediaError> {
+        check_pixel_bounds(Some(self.min_pixels), Some(self.max_pixels), source_name)
+    }
+
+    /// The `(height, width)` an image of `width × height` pixels is resized to, after
+    /// checking the bounds: known from a header alone, before any pixel is decoded.
+    pub fn resized_size(
+        &self,
+        width: usize,
+        height: usize,
+        source_name: &str,
+    ) -> Result<(usize, usize), MediaError> {
+        self.check_bounds(source_name)?;
+        smart_resize(
+            height,
+            width,
             self.factor(),
             self.min_pixels,
             self.max_pixels,
         )
         .ok_or_else(|| MediaError::BadSize {
             source_name: source_name.to_string(),
-            width: image.width,
-            height: image.height,
-        })?;
+            width,
+            height,
+        })
+    }
+
+    /// The patch grid of an image of `width × height` pixels (one frame, repeated to fill
+    /// the temporal patch), from its declared size.
+    pub fn image_grid(
+        &self,
+        width: usize,
+        height: usize,
+        source_name: &str,
+    ) -> Result<[usize; 3], MediaError> {
+        let (h, w) = self.resized_size(width, height, source_name)?;
+        Ok([1, h / self.patch_size, w / self.patch_size])
+    }
+
+    /// Resizes an image as the reference does, returning the resized RGB image.
+    pub fn resize(&self, image: &RgbImage, source_name: &str) -> Result<RgbImage, MediaError> {
+        let (height, width) = self.resized_size(image.width, image.height, source_name)?;
         let data = resize_bicubic(&image.data, [image.width, image.height], [width, height], 3);
         Ok(RgbImage {
             width,
             height,
             data,
         })
+    }
+
+    /// Rescaled to [0, 1] and normalized per channel, channel-first `[3, H, W]`: rescale in
+    /// f64 then normalize in f32, as the reference's rescale (float64) and normalize
+    /// (float32) do.
+    fn normalize(&self, frame: &RgbImage) -> Vec<f32> {
+        let plane = frame.height * frame.width;
+        let mut planes = vec![0f32; 3 * plane];
+        for (i, px) in frame.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                let v = (f64::from(px[c]) * (1.0 / 255.0)) as f32;
+                planes[c * plane + i] = (v - self.image_mean[c]) / self.image_std[c];
+            }
+        }
+        planes
     }
 
     /// Rescales to [0, 1], normalizes per channel and cuts into patches; `frames` share one
@@ -242,36 +281,22 @@ impl ImageProcessorConfig {
         while !frames.len().is_multiple_of(tp) {
             frames.push(frames[frames.len() - 1]);
         }
-        let normalized: Vec<Vec<f32>> = frames
-            .iter()
-            .map(|frame| {
-                // Channel-first [3, H, W]: rescale in f64 then normalize in f32, as the
-                // reference's rescale (float64) and normalize (float32) do.
-                let mut planes = vec![0f32; 3 * height * width];
-                for (i, px) in frame.data.chunks_exact(3).enumerate() {
-                    for c in 0..3 {
-                        let v = (f64::from(px[c]) * (1.0 / 255.0)) as f32;
-                        planes[c * height * width + i] =
-                            (v - self.image_mean[c]) / self.image_std[c];
-                    }
-                }
-                planes
-            })
-            .collect();
         let (gt, gh, gw) = (frames.len() / tp, height / p, width / p);
         let row_len = 3 * tp * p * p;
         let mut out = Vec::with_capacity(gt * gh * gw * row_len);
         // Row order (t, window row, window col, row in window, col in window); feature order
         // (channel, frame in tubelet, y, x) — the reference's reshape + transpose.
-        for t in 0..gt {
+        for tubelet in frames.chunks_exact(tp) {
+            // One tubelet at a time: a long video never holds all its frames as floats.
+            let normalized: Vec<Vec<f32>> = tubelet.iter().map(|f| self.normalize(f)).collect();
             for wr in 0..gh / m {
                 for wc in 0..gw / m {
                     for mi in 0..m {
                         for mj in 0..m {
                             let (py0, px0) = ((wr * m + mi) * p, (wc * m + mj) * p);
                             for c in 0..3 {
-                                for tt in 0..tp {
-                                    let plane = &normalized[t * tp + tt][c * height * width..];
+                                for frame in &normalized {
+                                    let plane = &frame[c * height * width..];
                                     for y in 0..p {
                                         let row = &plane[(py0 + y) * width + px0..];
                                         out.extend_from_slice(&row[..p]);

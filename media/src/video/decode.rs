@@ -6,14 +6,14 @@
 //! folders of numbered frames; the `ffmpeg` feature adds every container and codec FFmpeg
 //! decodes (`video/ffmpeg.rs`).
 
-use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use image::{AnimationDecoder, ImageDecoder, ImageFormat};
+use image::ImageFormat;
 
-use crate::image::decode::{DEFAULT_DECODE_LIMIT, over_white};
-use crate::image::{MediaError, RgbImage, load_rgb};
+use super::animation::Animation;
+use crate::file::open_regular_file;
+use crate::image::{MediaError, RgbImage, check_decode_size, load_rgb};
 
 /// What the first pass learns about a video.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +29,9 @@ pub struct VideoInfo {
 pub trait FrameSource {
     /// The name errors use (the path).
     fn name(&self) -> &str;
-    /// First pass: frame count, rate and size, keeping no frames.
+    /// First pass: frame count, rate and size, keeping no frames; a frame size over the
+    /// source's decode limit is refused here. Animations and folders of frames read headers
+    /// only; FFmpeg demuxes without decoding.
     fn probe(&mut self) -> Result<VideoInfo, MediaError>;
     /// Second pass: decodes frames in order and gives `sink` each frame whose index is in
     /// `wanted` (ascending), then stops.
@@ -43,203 +45,105 @@ pub trait FrameSource {
 /// Frame rate given to a folder of frames when none is said: the rate `qwen_vl_utils`
 /// assumes for a list of frames (`sample_fps`).
 pub const DEFAULT_FOLDER_FPS: f64 = 2.0;
-/// Delay browsers give an animation frame that declares none, in milliseconds.
-const ZERO_DELAY_MS: f64 = 100.0;
 /// File extensions a folder of frames may hold.
 const FRAME_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif"];
 
 /// Opens a video: a folder of numbered frames (read at `folder_fps`), an animated GIF, APNG
-/// or WebP, or with the `ffmpeg` feature anything FFmpeg reads.
-pub fn open_video(path: &Path, folder_fps: f64) -> Result<Box<dyn FrameSource>, MediaError> {
+/// or WebP, or with the `ffmpeg` feature anything FFmpeg reads. Frames (and an animation's
+/// canvas) of more than `decode_limit` pixels are refused by the first pass. Anything but a
+/// folder or a regular file (a FIFO, a device) is refused before it is opened.
+pub fn open_video(
+    path: &Path,
+    folder_fps: f64,
+    decode_limit: usize,
+) -> Result<Box<dyn FrameSource>, MediaError> {
     let name = path.display().to_string();
     let io = |source| MediaError::Io {
         path: path.to_path_buf(),
         source,
     };
-    if path.is_dir() {
-        return Ok(Box::new(FrameFolder::open(path, folder_fps)?));
+    if std::fs::metadata(path).map_err(io)?.is_dir() {
+        return Ok(Box::new(FrameFolder::open(path, folder_fps, decode_limit)?));
     }
     let mut head = [0u8; 64];
-    let n = File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(io)?;
+    let n = open_regular_file(path)?.read(&mut head).map_err(io)?;
     match image::guess_format(&head[..n]) {
         Ok(format @ (ImageFormat::Gif | ImageFormat::Png | ImageFormat::WebP)) => {
             Ok(Box::new(Animation {
                 path: path.to_path_buf(),
                 name,
                 format,
+                limit: decode_limit,
             }))
         }
-        _ => open_other(path, name),
+        _ => open_other(path, name, decode_limit),
     }
 }
 
 #[cfg(feature = "ffmpeg")]
-fn open_other(path: &Path, _name: String) -> Result<Box<dyn FrameSource>, MediaError> {
-    Ok(Box::new(super::ffmpeg::FfmpegVideo::new(path)))
+fn open_other(
+    path: &Path,
+    _name: String,
+    decode_limit: usize,
+) -> Result<Box<dyn FrameSource>, MediaError> {
+    Ok(Box::new(super::ffmpeg::FfmpegVideo::new(
+        path,
+        decode_limit,
+    )))
 }
 
 #[cfg(not(feature = "ffmpeg"))]
-fn open_other(_path: &Path, name: String) -> Result<Box<dyn FrameSource>, MediaError> {
+fn open_other(
+    _path: &Path,
+    name: String,
+    _decode_limit: usize,
+) -> Result<Box<dyn FrameSource>, MediaError> {
     Err(MediaError::NeedsFfmpeg { source_name: name })
 }
 
-/// Hands `sink` the frames of `frames` whose indices are in `wanted`; an error if the stream
-/// ends before the last wanted frame.
+/// One frame of a decoder that converts only the frames it is asked to keep.
+pub(crate) enum Step {
+    /// The stream has no more frames.
+    End,
+    /// A frame decoded (later ones may depend on it) but not converted.
+    Skipped,
+    Frame(RgbImage),
+}
+
+/// Hands `sink` the frames whose indices are in `wanted` (ascending, repeats allowed):
+/// `next(keep)` decodes the next frame, converting it only when `keep`. Stops after the last
+/// wanted frame; an error if the stream ends before it.
 pub(crate) fn deliver(
     name: &str,
-    frames: impl Iterator<Item = Result<RgbImage, MediaError>>,
     wanted: &[usize],
     sink: &mut dyn FnMut(usize, RgbImage) -> Result<(), MediaError>,
+    next: &mut dyn FnMut(bool) -> Result<Step, MediaError>,
 ) -> Result<(), MediaError> {
-    let mut next = 0;
-    let mut seen = 0;
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    for (index, frame) in frames.enumerate() {
-        seen = index + 1;
-        if wanted[next] != index {
-            // Still decode it: a frame can depend on the ones before it.
-            frame?;
-            continue;
+    let (mut next_wanted, mut index) = (0, 0);
+    while next_wanted < wanted.len() {
+        match next(wanted[next_wanted] == index)? {
+            Step::End => {
+                return Err(MediaError::Video {
+                    source_name: name.to_string(),
+                    message: format!(
+                        "the video ended after {index} frames on the second read, but frame {} was sampled",
+                        wanted[next_wanted]
+                    ),
+                });
+            }
+            Step::Skipped => {}
+            Step::Frame(frame) => {
+                while next_wanted + 1 < wanted.len() && wanted[next_wanted + 1] == index {
+                    sink(index, frame.clone())?;
+                    next_wanted += 1;
+                }
+                sink(index, frame)?;
+                next_wanted += 1;
+            }
         }
-        let frame = frame?;
-        while next + 1 < wanted.len() && wanted[next + 1] == index {
-            sink(index, frame.clone())?;
-            next += 1;
-        }
-        sink(index, frame)?;
-        next += 1;
-        if next == wanted.len() {
-            return Ok(());
-        }
-    }
-    if next < wanted.len() {
-        return Err(MediaError::Video {
-            source_name: name.to_string(),
-            message: format!(
-                "the video ended after {seen} frames on the second read, but frame {} was sampled",
-                wanted[next]
-            ),
-        });
+        index += 1;
     }
     Ok(())
-}
-
-/// An animated GIF, APNG or WebP.
-struct Animation {
-    path: PathBuf,
-    name: String,
-    format: ImageFormat,
-}
-
-/// One decoded animation frame: its pixels and its delay in milliseconds.
-type AnimFrame = Result<(RgbImage, f64), MediaError>;
-/// An animation's canvas size and its frames.
-type AnimFrames = (usize, usize, Box<dyn Iterator<Item = AnimFrame>>);
-
-impl Animation {
-    fn frames(&self) -> Result<AnimFrames, MediaError> {
-        let error = |e: image::ImageError| MediaError::Video {
-            source_name: self.name.clone(),
-            message: e.to_string(),
-        };
-        let file = File::open(&self.path).map_err(|source| MediaError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        let reader = BufReader::new(file);
-        let (size, frames) = match self.format {
-            ImageFormat::Gif => {
-                let decoder = image::codecs::gif::GifDecoder::new(reader).map_err(error)?;
-                (decoder.dimensions(), decoder.into_frames())
-            }
-            ImageFormat::Png => {
-                let decoder = image::codecs::png::PngDecoder::new(reader).map_err(error)?;
-                let size = decoder.dimensions();
-                if !decoder.is_apng().map_err(error)? {
-                    return Err(MediaError::Video {
-                        source_name: self.name.clone(),
-                        message: "a still PNG, not an animated one (APNG)".into(),
-                    });
-                }
-                (size, decoder.apng().map_err(error)?.into_frames())
-            }
-            _ => {
-                let decoder = image::codecs::webp::WebPDecoder::new(reader).map_err(error)?;
-                if !decoder.has_animation() {
-                    return Err(MediaError::Video {
-                        source_name: self.name.clone(),
-                        message: "a still WebP, not an animated one".into(),
-                    });
-                }
-                (decoder.dimensions(), decoder.into_frames())
-            }
-        };
-        let (width, height) = (size.0 as usize, size.1 as usize);
-        if width * height > DEFAULT_DECODE_LIMIT {
-            return Err(MediaError::TooLarge {
-                source_name: self.name.clone(),
-                pixels: width * height,
-                limit: DEFAULT_DECODE_LIMIT,
-            });
-        }
-        let name = self.name.clone();
-        let iter = frames.enumerate().map(move |(i, frame)| {
-            let frame = frame.map_err(|e| MediaError::Video {
-                source_name: name.clone(),
-                message: format!("frame {i}: {e}"),
-            })?;
-            let (numer, denom) = frame.delay().numer_denom_ms();
-            let ms = f64::from(numer) / f64::from(denom.max(1));
-            let data = frame
-                .into_buffer()
-                .pixels()
-                .flat_map(|p| over_white(p.0))
-                .collect();
-            Ok((
-                RgbImage {
-                    width,
-                    height,
-                    data,
-                },
-                if ms > 0.0 { ms } else { ZERO_DELAY_MS },
-            ))
-        });
-        Ok((width, height, Box::new(iter)))
-    }
-}
-
-impl FrameSource for Animation {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn probe(&mut self) -> Result<VideoInfo, MediaError> {
-        let (width, height, frames) = self.frames()?;
-        let (mut total_frames, mut total_ms) = (0usize, 0f64);
-        for frame in frames {
-            total_ms += frame?.1;
-            total_frames += 1;
-        }
-        Ok(VideoInfo {
-            width,
-            height,
-            total_frames,
-            fps: total_frames as f64 * 1000.0 / total_ms.max(f64::MIN_POSITIVE),
-        })
-    }
-
-    fn read_frames(
-        &mut self,
-        wanted: &[usize],
-        sink: &mut dyn FnMut(usize, RgbImage) -> Result<(), MediaError>,
-    ) -> Result<(), MediaError> {
-        let (_, _, frames) = self.frames()?;
-        deliver(&self.name, frames.map(|f| f.map(|f| f.0)), wanted, sink)
-    }
 }
 
 /// A folder of numbered frames (`frame_0001.png`, `2.jpg`, ...), in numeric order.
@@ -247,6 +151,8 @@ struct FrameFolder {
     name: String,
     files: Vec<PathBuf>,
     fps: f64,
+    /// Most pixels of a frame.
+    limit: usize,
 }
 
 /// Sort key that orders `frame2` before `frame10`: the text with each run of digits
@@ -274,7 +180,7 @@ fn natural_key(name: &str) -> Vec<(String, u128)> {
 }
 
 impl FrameFolder {
-    fn open(dir: &Path, fps: f64) -> Result<Self, MediaError> {
+    fn open(dir: &Path, fps: f64, limit: usize) -> Result<Self, MediaError> {
         let io = |source| MediaError::Io {
             path: dir.to_path_buf(),
             source,
@@ -297,11 +203,12 @@ impl FrameFolder {
             name: dir.display().to_string(),
             files,
             fps,
+            limit,
         })
     }
 
     fn frame(&self, path: &Path, size: Option<(usize, usize)>) -> Result<RgbImage, MediaError> {
-        let image = load_rgb(path, DEFAULT_DECODE_LIMIT)?;
+        let image = load_rgb(path, self.limit)?;
         match size {
             Some((w, h)) if (image.width, image.height) != (w, h) => Err(MediaError::Video {
                 source_name: path.display().to_string(),
@@ -338,8 +245,8 @@ impl FrameSource for FrameFolder {
         }
         // Headers only: every frame must open and share the first one's size.
         let dims = |path: &Path| {
-            image::ImageReader::open(path)
-                .and_then(|r| r.with_guessed_format())
+            image::ImageReader::new(std::io::BufReader::new(open_regular_file(path)?))
+                .with_guessed_format()
                 .map_err(|source| MediaError::Io {
                     path: path.to_path_buf(),
                     source,
@@ -351,6 +258,12 @@ impl FrameSource for FrameFolder {
                 })
         };
         let (width, height) = dims(first)?;
+        check_decode_size(
+            width as usize,
+            height as usize,
+            self.limit,
+            &first.display().to_string(),
+        )?;
         for path in &self.files[1..] {
             let size = dims(path)?;
             if size != (width, height) {
@@ -413,27 +326,41 @@ mod tests {
             data: vec![i as u8; 3],
         };
         let mut got = Vec::new();
-        let decoded = std::cell::Cell::new(0);
-        let frames = (0..10).map(|i| {
-            decoded.set(decoded.get() + 1);
-            Ok(frame(i))
-        });
-        deliver("v", frames, &[0, 3, 3, 5], &mut |i, f| {
-            got.push((i, f.data[0]));
-            Ok(())
-        })
+        let (mut decoded, mut converted) = (0, 0);
+        deliver(
+            "v",
+            &[0, 3, 3, 5],
+            &mut |i, f| {
+                got.push((i, f.data[0]));
+                Ok(())
+            },
+            &mut |keep| {
+                decoded += 1;
+                if !keep {
+                    return Ok(Step::Skipped);
+                }
+                converted += 1;
+                Ok(Step::Frame(frame(decoded - 1)))
+            },
+        )
         .expect("delivers");
         assert_eq!(got, [(0, 0), (3, 3), (3, 3), (5, 5)]);
-        assert_eq!(decoded.get(), 6, "stops at the last wanted frame");
-        let err = deliver(
-            "v.gif",
-            (0..4).map(|i| Ok(frame(i))),
-            &[1, 6],
-            &mut |_, _| Ok(()),
-        )
+        assert_eq!(decoded, 6, "stops at the last wanted frame");
+        assert_eq!(converted, 3, "converts only the frames kept");
+        let mut left = 4;
+        let err = deliver("v.gif", &[1, 6], &mut |_, _| Ok(()), &mut |keep| {
+            left -= 1;
+            Ok(match (left, keep) {
+                (-1, _) => Step::End,
+                (_, true) => Step::Frame(frame(0)),
+                (_, false) => Step::Skipped,
+            })
+        })
         .unwrap_err();
         assert!(
-            err.to_string().contains("v.gif") && err.to_string().contains("frame 6"),
+            err.to_string().contains("v.gif")
+                && err.to_string().contains("after 4 frames")
+                && err.to_string().contains("frame 6"),
             "{err}"
         );
     }

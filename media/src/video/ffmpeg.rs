@@ -10,20 +10,24 @@ use ff::util::frame::video::Video;
 use ffmpeg_next as ff;
 
 use super::decode::{FrameSource, VideoInfo};
-use crate::image::decode::DEFAULT_DECODE_LIMIT;
-use crate::image::{MediaError, RgbImage};
+use crate::file::check_regular_file;
+use crate::image::{MediaError, RgbImage, check_decode_size};
 
 /// A video file FFmpeg reads.
 pub struct FfmpegVideo {
     path: PathBuf,
     name: String,
+    /// Most pixels of a frame.
+    limit: usize,
 }
 
 impl FfmpegVideo {
-    pub fn new(path: &Path) -> Self {
+    /// The video at `path`, whose frames may have at most `decode_limit` pixels.
+    pub fn new(path: &Path, decode_limit: usize) -> Self {
         Self {
             path: path.to_path_buf(),
             name: path.display().to_string(),
+            limit: decode_limit,
         }
     }
 
@@ -37,12 +41,8 @@ impl FfmpegVideo {
     /// Opens the container and finds its best video stream.
     fn open(&self) -> Result<(ff::format::context::Input, usize), MediaError> {
         ff::init().map_err(|e| self.error("cannot initialise FFmpeg", e))?;
-        if !self.path.is_file() {
-            return Err(MediaError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
+        // FFmpeg would block on a FIFO and read a device forever.
+        check_regular_file(&self.path)?;
         let input = ff::format::input(&self.path).map_err(|e| self.error("cannot open", e))?;
         let index = input
             .streams()
@@ -82,13 +82,10 @@ impl FrameSource for FfmpegVideo {
         let (mut input, index) = self.open()?;
         let decoder = self.decoder(&input, index)?;
         let (width, height) = (decoder.width() as usize, decoder.height() as usize);
-        if width == 0 || height == 0 || width * height > DEFAULT_DECODE_LIMIT {
-            return Err(MediaError::TooLarge {
-                source_name: self.name.clone(),
-                pixels: width * height,
-                limit: DEFAULT_DECODE_LIMIT,
-            });
+        if width == 0 || height == 0 {
+            return Err(self.error("no frame size", "the stream declares none"));
         }
+        check_decode_size(width, height, self.limit, &self.name)?;
         let stream = input.stream(index).expect("stream found above");
         let (avg, real, time_base, duration) = (
             stream.avg_frame_rate(),
@@ -145,6 +142,8 @@ impl FrameSource for FfmpegVideo {
                     continue;
                 }
                 let (w, h) = (decoded.width(), decoded.height());
+                // The stream may change size after its header: check before converting.
+                check_decode_size(w as usize, h as usize, self.limit, &self.name)?;
                 if scaler.is_none() {
                     scaler = Some(
                         Scaler::get(decoded.format(), w, h, Pixel::RGB24, w, h, Flags::BILINEAR)
