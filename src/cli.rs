@@ -49,6 +49,7 @@ impl SamplingArgs {
             seed: self.seed,
             max_new_tokens: self.max_new_tokens,
             stop: self.stop.clone(),
+            ignore_eos: false,
         }
     }
 }

@@ -28,7 +28,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8)]
     max_images: usize,
     /// Largest decoded image or video frame, in pixels.
-    #[arg(long, default_value_t = nuri_media::image::DEFAULT_DECODE_LIMIT)]
+    #[arg(long, default_value_t = nuri_infer::server::MAX_IMAGE_PIXELS)]
     max_image_pixels: usize,
     /// Waiting requests beyond this get 429.
     #[arg(long, default_value_t = 64)]

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use nuri_infer::server::ServeOptions;
 use serde_json::{Value, json};
 
@@ -224,5 +225,28 @@ fn wrong_types_and_bad_media_are_400_before_streaming() {
     );
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("invalid_image"), "{text}");
+    // Eight tiny GIFs declaring a 9000×9000 canvas: refused from their headers.
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend(9000u16.to_le_bytes());
+    gif.extend(9000u16.to_le_bytes());
+    gif.extend(b"\x80\x00\x00\x00\x00\x00\xff\xff\xff\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b");
+    let url = format!(
+        "data:image/gif;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&gif)
+    );
+    let part = json!({"type": "image_url", "image_url": {"url": url}});
+    let body = json!({"stream": true, "messages": [{"role": "user", "content": vec![part; 8]}]});
+    let started = Instant::now();
+    let (status, text) = http(
+        server.addr,
+        "POST",
+        "/v1/chat/completions",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 400, "{text}");
+    eprintln!(
+        "eight 9000×9000 GIFs refused in {:.3} s: {text}",
+        started.elapsed().as_secs_f64()
+    );
     server.stop().expect("stops");
 }

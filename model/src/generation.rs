@@ -138,7 +138,7 @@ impl PendingPrompt {
 #[derive(Debug)]
 pub enum Prefilled {
     /// More of the prompt is to run.
-    Pending(PendingPrompt),
+    Pending(Box<PendingPrompt>),
     /// The prompt is in the cache: the batch to decode, and each row's logits at its last
     /// position.
     Ready(Batch, Vec<Vec<f32>>),
@@ -183,7 +183,7 @@ impl NuriModel {
         );
         prompt.done += n;
         if prompt.remaining() > 0 {
-            return Prefilled::Pending(prompt);
+            return Prefilled::Pending(Box::new(prompt));
         }
         let logits = last_logits(self.logits(hidden.narrow(1, n - 1, 1)));
         Prefilled::Ready(prompt.batch, logits)
@@ -198,7 +198,7 @@ impl NuriModel {
         loop {
             match self.prefill_chunk(prompt, usize::MAX) {
                 Prefilled::Ready(batch, logits) => return Ok((batch, logits)),
-                Prefilled::Pending(p) => prompt = p,
+                Prefilled::Pending(p) => prompt = *p,
             }
         }
     }

@@ -91,7 +91,7 @@ fn chunked_prefill_equals_one_pass() {
     let got = loop {
         chunks += 1;
         match model.prefill_chunk(pending, 100) {
-            Prefilled::Pending(p) => pending = p,
+            Prefilled::Pending(p) => pending = *p,
             Prefilled::Ready(_, logits) => break logits,
         }
     };

@@ -311,7 +311,7 @@ impl Engine {
             return;
         }
         match self.model.prefill_chunk(pending, PREFILL_CHUNK) {
-            Prefilled::Pending(pending) => self.prefill = Some((pending, active)),
+            Prefilled::Pending(pending) => self.prefill = Some((*pending, active)),
             Prefilled::Ready(batch, logits) => {
                 match &mut self.batch {
                     Some(running) => running.merge(batch),

@@ -44,6 +44,11 @@ pub use request::ApiError;
 use engine::{Engine, EngineStatus, Job, Limits};
 use nuri_processor::Processor;
 
+/// The server's default bound on a decoded image or video frame: 4096 × 4096 pixels
+/// (Qwen2-VL resizes to at most 12.8M pixels anyway). A larger declared size is refused
+/// from the file's header, before any pixel is decoded.
+pub const MAX_IMAGE_PIXELS: usize = 4096 * 4096;
+
 /// Server settings (the `nuri serve` flags).
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -95,7 +100,7 @@ impl Default for ServeOptions {
             model_name: "nuri".into(),
             max_body_bytes: 20 << 20,
             max_images: 8,
-            max_image_pixels: nuri_media::image::DEFAULT_DECODE_LIMIT,
+            max_image_pixels: MAX_IMAGE_PIXELS,
             queue_limit: 64,
             max_batch: 8,
             max_batch_tokens: 32_768,
@@ -197,7 +202,9 @@ pub fn start(
     until_signal: bool,
 ) -> std::io::Result<Server> {
     processor.decode_limit = options.max_image_pixels;
-    // TODO(media): processor media-token budget
+    // Media whose visual tokens alone would overflow the context are refused from their
+    // headers, before any pixel is decoded.
+    processor.max_media_tokens = Some(options.context_length);
 
     let processor = Arc::new(processor);
     let (jobs, rx) = std_mpsc::channel();

@@ -71,7 +71,9 @@ pub(super) fn from_generate(e: GenerateError) -> ApiError {
         .with_param("messages"),
         GenerateError::Processor(p) => {
             let message = p.to_string();
-            let code = if matches!(p, ProcessorError::Media(MediaError::TooLarge { .. }))
+            let code = if matches!(p, ProcessorError::MediaTokens { .. }) {
+                "context_length_exceeded"
+            } else if matches!(p, ProcessorError::Media(MediaError::TooLarge { .. }))
                 || message.contains("exceeds the limit")
             {
                 "image_too_large"
