@@ -96,6 +96,7 @@ fn shutdown_ends_a_long_request_at_its_deadline() {
 fn slow_and_excess_connections_are_bounded() {
     let server = server(ServeOptions {
         header_timeout: Duration::from_millis(500),
+        body_timeout: Duration::from_millis(500),
         max_connections: 3,
         max_body_bytes: 1 << 20,
         ..Default::default()
@@ -120,7 +121,15 @@ fn slow_and_excess_connections_are_bounded() {
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
     }
-    // And then there is room again. A body declared over the limit: 413 at once.
+    // And then there is room again. A body that never finishes: 408 at the body timeout.
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"mess",
+    )
+    .expect("writes");
+    let answer = read_until(&mut s, "}}", Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A body declared over the limit: 413 at once.
     let mut s = TcpStream::connect(addr).expect("connects");
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{")
         .expect("writes");

@@ -480,6 +480,63 @@ mod tests {
         }
     }
 
+    /// Grouped-query attention over long keys (flex's tiled kernel reading grouped K/V and
+    /// a mask broadcast over heads) against plain attention with K/V repeated per head and
+    /// the mask expanded; with a padding mask, and causal with keys longer than queries.
+    #[test]
+    fn grouped_attention_over_long_keys_matches_repeated_heads() {
+        let device = burn::tensor::Device::flex();
+        let (b, h, kvh, s, t, d) = (2, 4, 2, 260, 300, 8);
+        assert!(s * t > MATERIALIZE_SCORES);
+        let draw =
+            |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (
+            draw([b, h, s, d]),
+            draw([b, kvh, t, d]),
+            draw([b, kvh, t, d]),
+        );
+        let repeat = |x: Tensor<4>| {
+            x.unsqueeze_dim::<5>(2)
+                .expand([b, kvh, h / kvh, t, d])
+                .reshape([b, h, t, d])
+        };
+        // Row 1 has 17 padding keys at the front; every query sees keys up to its own.
+        let forbid: Vec<bool> = (0..b * s * t)
+            .map(|i| {
+                let (row, query, key) = (i / (s * t), (i / t) % s, i % t);
+                key > query + (t - s) || (row == 1 && key < 17)
+            })
+            .collect();
+        let mask = Tensor::<4, Bool>::from_data(TensorData::new(forbid, [b, 1, s, t]), &device);
+        let options = options(1.0 / (d as f64).sqrt());
+        let want = attention(
+            q.clone(),
+            repeat(k.clone()),
+            repeat(v.clone()),
+            Some(mask.clone().expand([b, h, s, t])),
+            None,
+            options,
+        );
+        let got = attend_grouped(q.clone(), k.clone(), v.clone(), Some(mask), false);
+        got.into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+        let causal = AttentionModuleOptions {
+            is_causal: true,
+            ..options
+        };
+        let want = attention(
+            q.clone(),
+            repeat(k.clone()),
+            repeat(v.clone()),
+            None,
+            None,
+            causal,
+        );
+        let got = attend_grouped(q, k, v, None, true);
+        got.into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+    }
+
     /// Causal attention without a mask (the fused operation with the mask written out)
     /// against Burn's causal attention, with keys longer than queries (a cache before them).
     #[test]

@@ -37,9 +37,8 @@ pub(super) async fn handle_chat(state: &AppState, request: Request) -> Result<Re
     let body = read_body(&state.options, request).await?;
     let chat = parse_chat(&state.options, &body)?;
     let slot = take_queue_slot(state)?;
-    let job = process(state, chat.request, slot).await?;
-    let rx = job.1;
-    state.jobs.send(job.0).map_err(|_| shutting_down())?;
+    let (job, rx) = process(state, chat.request, slot).await?;
+    state.jobs.send(job).map_err(|_| shutting_down())?;
     let reply = Reply {
         id: format!("chatcmpl-{:x}", rand_id()),
         created: unix_now(),
