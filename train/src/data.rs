@@ -192,13 +192,11 @@ fn check(messages: &Json, root: &Path) -> Result<usize, String> {
             nuri_processor::MediaItem::Video { source, .. } => (source, true),
             _ => continue,
         };
-        match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!("{}: no such file", path.display()));
-            }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-            Ok(m) if m.is_file() || (folder_too && m.is_dir()) => {}
-            Ok(_) => return Err(format!("{}: not a regular file", path.display())),
+        if !path.exists() {
+            return Err(format!("{}: no such file", path.display()));
+        }
+        if !(folder_too && path.is_dir()) {
+            nuri_media::check_regular_file(path).map_err(|e| e.to_string())?;
         }
     }
     let chars = messages.to_string().chars().count();
