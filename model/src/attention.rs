@@ -1,6 +1,9 @@
 //! Grouped-query self-attention as in Qwen2 (`Qwen2Attention`): q/k/v projections with bias,
 //! the output projection without; rotary embedding on queries and keys; `num_key_value_heads`
 //! key/value heads each shared by `num_attention_heads / num_key_value_heads` query heads.
+//! The families vary it: EXAONE 4 normalizes each query and key head (QK-norm, before RoPE)
+//! and skips RoPE in its global layers; Llama-style `attention_bias` (HyperCLOVA X) puts a
+//! bias on all four projections; µP's `attention_multiplier` replaces `1 / sqrt(head_dim)`.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -10,6 +13,7 @@ use nuri_kernels::{attend, attend_grouped};
 
 use crate::init::linear;
 use crate::kv_cache::LayerCache;
+use crate::norm::{RmsNorm, RmsNormConfig};
 use crate::rope::RotaryTables;
 
 /// The shape of one attention block.
@@ -27,6 +31,15 @@ pub struct AttentionConfig {
     /// none).
     #[config(default = true)]
     pub qkv_bias: bool,
+    /// Whether the output projection has a bias.
+    #[config(default = false)]
+    pub o_bias: bool,
+    /// QK-norm: the RMSNorm epsilon of the per-head query and key norms, when there are.
+    #[config(default = "None")]
+    pub qk_norm: Option<f64>,
+    /// The attention logits' scale when it is not `1 / sqrt(head_dim)`.
+    #[config(default = "None")]
+    pub scale: Option<f64>,
 }
 
 impl AttentionConfig {
@@ -34,14 +47,19 @@ impl AttentionConfig {
     pub fn init(&self, device: &Device) -> Attention {
         let (d, hd) = (self.hidden_size, self.head_dim);
         let (h, kvh) = (self.num_heads, self.num_kv_heads);
+        let norm = |eps: f64| RmsNormConfig::new(hd).with_epsilon(eps).init(device);
         Attention {
             q_proj: linear(d, h * hd, self.qkv_bias, device),
             k_proj: linear(d, kvh * hd, self.qkv_bias, device),
             v_proj: linear(d, kvh * hd, self.qkv_bias, device),
-            o_proj: linear(h * hd, d, false, device),
+            o_proj: linear(h * hd, d, self.o_bias, device),
+            q_norm: self.qk_norm.map(norm),
+            k_norm: self.qk_norm.map(norm),
             num_heads: h,
             num_kv_heads: kvh,
             head_dim: hd,
+            // The kernels scale by 1 / sqrt(head_dim); another scale multiplies the queries.
+            query_scale: self.scale.map_or(1.0, |s| s * (hd as f64).sqrt()),
         }
     }
 }
@@ -53,9 +71,16 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
+    /// QK-norm over each query head (EXAONE 4).
+    pub q_norm: Option<RmsNorm>,
+    /// QK-norm over each key head.
+    pub k_norm: Option<RmsNorm>,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Queries are multiplied by this before the kernels' `1 / sqrt(head_dim)` (1 unless
+    /// the checkpoint sets its own attention scale).
+    pub query_scale: f64,
 }
 
 impl Attention {
@@ -63,7 +88,8 @@ impl Attention {
     ///
     /// `mask` is `true` where attention is forbidden (see
     /// [`causal_padding_mask`](crate::mask::causal_padding_mask)); without one, attention is
-    /// causal over the cached and new tokens.
+    /// causal over the cached and new tokens. Without `rotary` (EXAONE 4's global layers)
+    /// queries and keys are not rotated.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
@@ -73,7 +99,7 @@ impl Attention {
     pub fn forward(
         &self,
         x: Tensor<3>,
-        rotary: &RotaryTables,
+        rotary: Option<&RotaryTables>,
         mask: Option<Tensor<4, Bool>>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
@@ -82,8 +108,26 @@ impl Attention {
         let split_heads = |t: Tensor<3>, heads: usize| {
             t.reshape([b, s, heads, hd]).swap_dims(1, 2) // [b, heads, s, hd]
         };
-        let q = rotary.apply(split_heads(self.q_proj.forward(x.clone()), h));
-        let k = rotary.apply(split_heads(self.k_proj.forward(x.clone()), kvh));
+        let prepare = |t: Tensor<4>, norm: &Option<RmsNorm>| {
+            let t = match norm {
+                Some(norm) => norm.forward(t),
+                None => t,
+            };
+            match rotary {
+                Some(rotary) => rotary.apply(t),
+                None => t,
+            }
+        };
+        let q = prepare(split_heads(self.q_proj.forward(x.clone()), h), &self.q_norm);
+        let q = if self.query_scale == 1.0 {
+            q
+        } else {
+            q * self.query_scale
+        };
+        let k = prepare(
+            split_heads(self.k_proj.forward(x.clone()), kvh),
+            &self.k_norm,
+        );
         let v = split_heads(self.v_proj.forward(x), kvh);
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v), // [b, kvh, t, hd]

@@ -1,7 +1,10 @@
-//! The language model's configuration: the fields of a Hugging Face Qwen2 / Qwen2-VL
-//! `text_config`, under the same names, so a `config.json` maps onto it one to one.
+//! The language model's configuration: the fields of a Hugging Face `text_config` (Qwen2 /
+//! Qwen2-VL, EXAONE 4, HyperCLOVA X), under the same names, so a `config.json` maps onto it
+//! one to one. A family is these numbers plus a few switches (norm layout, QK-norm, sliding
+//! windows, µP multipliers), each defaulting to Qwen2's behaviour.
 
 use burn::config::Config;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::attention::AttentionConfig;
@@ -24,6 +27,57 @@ pub enum ConfigError {
          head_dim / 2 = {half}"
     )]
     BadMropeSection { section: Vec<usize>, half: usize },
+    #[error("layer_types has {got} entries for {layers} layers")]
+    LayerTypes { got: usize, layers: usize },
+    #[error("layer {layer} is a sliding-window layer but sliding_window is not set (or 0)")]
+    NoSlidingWindow { layer: usize },
+    #[error("{field} must be a positive finite number, got {value}")]
+    BadNumber { field: &'static str, value: f64 },
+}
+
+/// Where each decoder layer's RMSNorms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NormLayout {
+    /// Qwen2, Llama, Granite: `x + attn(norm(x))`, `x + mlp(norm(x))` (`input_layernorm`,
+    /// `post_attention_layernorm`).
+    #[default]
+    Pre,
+    /// EXAONE 4 ("QK-Reorder-Norm", as OLMo 2): `x + norm(attn(x))`, `x + norm(mlp(x))`
+    /// (`post_attention_layernorm`, `post_feedforward_layernorm`); no norm on the input.
+    Post,
+    /// HyperCLOVA X ("Peri-LN"): both, `x + norm(attn(norm(x)))`, `x + norm(mlp(norm(x)))`
+    /// (`input_layernorm`, `post_norm1`, `post_attention_layernorm`, `post_norm2`).
+    Peri,
+}
+
+/// The attention pattern of one decoder layer (`layer_types` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerType {
+    /// Every earlier token (`"full_attention"`).
+    #[serde(rename = "full_attention")]
+    Full,
+    /// The last `sliding_window` tokens, itself included (`"sliding_attention"`).
+    #[serde(rename = "sliding_attention")]
+    Sliding,
+}
+
+/// How the rotary frequencies are rescaled for long contexts (`rope_parameters.rope_type`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "rope_type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    /// `inv_freq[i] = theta^(-2i / d)`.
+    #[default]
+    Default,
+    /// Positions divided by `factor` (every frequency divided by it).
+    Linear { factor: f64 },
+    /// Llama 3.1's: low frequencies divided by `factor`, high ones kept, a smooth blend
+    /// between (`_compute_llama3_parameters` in transformers); EXAONE 4.0 uses it.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
 }
 
 /// Configuration of the decoder-only language model (Qwen2 numerics).
@@ -56,6 +110,49 @@ pub struct TextConfig {
     /// Whether `lm_head` shares the token embedding's weight.
     #[config(default = false)]
     pub tie_word_embeddings: bool,
+    /// Width of one attention head when the checkpoint sets it (else hidden / heads).
+    #[config(default = "None")]
+    pub head_dim: Option<usize>,
+    /// Bias on the q/k/v projections (Qwen2: yes; EXAONE 4, HyperCLOVA X: `attention_bias`).
+    #[config(default = true)]
+    pub qkv_bias: bool,
+    /// Bias on the attention's output projection (Llama-style `attention_bias` covers it).
+    #[config(default = false)]
+    pub o_bias: bool,
+    /// Bias on the MLP's three projections (`mlp_bias`).
+    #[config(default = false)]
+    pub mlp_bias: bool,
+    /// RMSNorm of each query and key head before RoPE (EXAONE 4's QK-norm).
+    #[config(default = false)]
+    pub qk_norm: bool,
+    /// Where the RMSNorms sit in a layer.
+    #[config(default = "NormLayout::Pre")]
+    pub norm_layout: NormLayout,
+    /// Per layer, full or sliding-window attention; empty: all full.
+    #[config(default = "Vec::new()")]
+    pub layer_types: Vec<LayerType>,
+    /// Tokens a sliding-window layer sees, itself included.
+    #[config(default = "None")]
+    pub sliding_window: Option<usize>,
+    /// Whether full-attention layers rotate queries and keys (EXAONE 4's hybrid models use
+    /// no positional encoding in their global layers).
+    #[config(default = true)]
+    pub rope_in_full_layers: bool,
+    /// Rescaling of the rotary frequencies.
+    #[config(default = "RopeScaling::Default")]
+    pub rope_scaling: RopeScaling,
+    /// µP (Granite, HyperCLOVA X): token embeddings are multiplied by this.
+    #[config(default = 1.0)]
+    pub embedding_multiplier: f64,
+    /// µP: each block's output is multiplied by this before the residual add.
+    #[config(default = 1.0)]
+    pub residual_multiplier: f64,
+    /// µP: the attention logits' scale, in place of `1 / sqrt(head_dim)`.
+    #[config(default = "None")]
+    pub attention_multiplier: Option<f64>,
+    /// µP: logits are multiplied by this (HyperCLOVA X's `logits_scaling`).
+    #[config(default = 1.0)]
+    pub logits_scaling: f64,
 }
 
 impl TextConfig {
@@ -67,21 +164,54 @@ impl TextConfig {
             self.num_key_value_heads,
             self.head_dim(),
         )
+        .with_qkv_bias(self.qkv_bias)
+        .with_o_bias(self.o_bias)
+        .with_qk_norm(self.qk_norm.then_some(self.rms_norm_eps))
+        .with_scale(self.attention_multiplier)
     }
 
     /// The widths of every decoder layer's MLP.
     pub fn mlp(&self) -> MlpConfig {
-        MlpConfig::new(self.hidden_size, self.intermediate_size)
+        MlpConfig::new(self.hidden_size, self.intermediate_size).with_bias(self.mlp_bias)
     }
 
     /// One decoder layer's blocks.
     pub fn decoder_layer(&self) -> DecoderLayerConfig {
         DecoderLayerConfig::new(self.attention(), self.mlp(), self.rms_norm_eps)
+            .with_norm_layout(self.norm_layout)
+            .with_residual_multiplier(self.residual_multiplier)
     }
 
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Layer `index`'s attention pattern.
+    pub fn layer_type(&self, index: usize) -> LayerType {
+        self.layer_types
+            .get(index)
+            .copied()
+            .unwrap_or(LayerType::Full)
+    }
+
+    /// The window of layer `index`: `Some(tokens)` for a sliding-window layer.
+    pub fn layer_window(&self, index: usize) -> Option<usize> {
+        match self.layer_type(index) {
+            LayerType::Sliding => self.sliding_window,
+            LayerType::Full => None,
+        }
+    }
+
+    /// Whether layer `index` rotates its queries and keys.
+    pub fn layer_rotates(&self, index: usize) -> bool {
+        self.layer_type(index) == LayerType::Sliding || self.rope_in_full_layers
+    }
+
+    /// Whether positions are 1D (the same id in all three streams) rather than M-RoPE.
+    pub fn is_1d_rope(&self) -> bool {
+        self.mrope_section.is_empty()
     }
 
     /// A 2-layer model for tests: 4 query heads over 2 key/value heads (so GQA is
@@ -114,7 +244,7 @@ impl TextConfig {
                 return Err(ConfigError::Zero { field });
             }
         }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError::HeadsDoNotDivideHidden {
                 hidden: self.hidden_size,
                 heads: self.num_attention_heads,
@@ -133,12 +263,42 @@ impl TextConfig {
         if !head_dim.is_multiple_of(2) {
             return Err(ConfigError::OddHeadDim { head_dim });
         }
-        if self.mrope_section.len() != 3 || self.mrope_section.iter().sum::<usize>() != head_dim / 2
+        if !self.is_1d_rope()
+            && (self.mrope_section.len() != 3
+                || self.mrope_section.iter().sum::<usize>() != head_dim / 2)
         {
             return Err(ConfigError::BadMropeSection {
                 section: self.mrope_section.clone(),
                 half: head_dim / 2,
             });
+        }
+        if !self.layer_types.is_empty() && self.layer_types.len() != self.num_hidden_layers {
+            return Err(ConfigError::LayerTypes {
+                got: self.layer_types.len(),
+                layers: self.num_hidden_layers,
+            });
+        }
+        if let Some(layer) = self
+            .layer_types
+            .iter()
+            .position(|&t| t == LayerType::Sliding)
+            && self.sliding_window.is_none_or(|w| w == 0)
+        {
+            return Err(ConfigError::NoSlidingWindow { layer });
+        }
+        let mut numbers = vec![
+            ("embedding_multiplier", self.embedding_multiplier),
+            ("residual_multiplier", self.residual_multiplier),
+            ("logits_scaling", self.logits_scaling),
+            ("rope_theta", self.rope_theta),
+        ];
+        if let Some(m) = self.attention_multiplier {
+            numbers.push(("attention_multiplier", m));
+        }
+        for (field, value) in numbers {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::BadNumber { field, value });
+            }
         }
         Ok(())
     }

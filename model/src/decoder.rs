@@ -1,8 +1,12 @@
-//! The Qwen2 decoder: token embedding, a stack of pre-norm layers (attention + SwiGLU MLP,
-//! each with a residual), a final RMSNorm, and the language-model head.
+//! The decoder: token embedding, a stack of layers (attention + SwiGLU MLP, each with a
+//! residual), a final RMSNorm, and the language-model head. Qwen2's layers are pre-norm;
+//! EXAONE 4's put the norms on the blocks' outputs (and slide a window in some layers);
+//! HyperCLOVA X's have both and scale embeddings, residuals and logits (µP).
 //!
-//! Module and field names follow `Qwen2ForCausalLM` (`model.embed_tokens`,
-//! `model.layers.N.self_attn.q_proj`, `model.norm`, `lm_head`), so the tree is the weight map.
+//! Module and field names follow `Qwen2ForCausalLM` / `Exaone4ForCausalLM` /
+//! `HyperCLOVAXForCausalLM` (`model.embed_tokens`, `model.layers.N.self_attn.q_proj`,
+//! `model.layers.N.post_feedforward_layernorm`, `model.norm`, `lm_head`), so the tree is the
+//! weight map.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -11,10 +15,12 @@ use burn::tensor::module::linear as linear_op;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::attention::{Attention, AttentionConfig};
-use crate::config::{ConfigError, TextConfig};
+use crate::config::{ConfigError, NormLayout, TextConfig};
 use crate::init::{linear, normal_init};
 use crate::kv_cache::{KvCache, LayerCache};
-use crate::mask::{causal_padding_mask, position_ids_from_mask, text_position_ids};
+use crate::mask::{
+    causal_padding_mask, position_ids_from_mask, sliding_window_mask, text_position_ids,
+};
 use crate::mlp::{Mlp, MlpConfig};
 use crate::norm::{RmsNorm, RmsNormConfig};
 use crate::rope::{MultimodalRotary, RotaryTables};
@@ -28,30 +34,71 @@ pub const PREFILL_CHUNK: usize = 512;
 pub struct DecoderLayerConfig {
     pub attention: AttentionConfig,
     pub mlp: MlpConfig,
-    /// Epsilon of both RMSNorms.
+    /// Epsilon of the RMSNorms.
     pub rms_norm_eps: f64,
+    /// Where the norms sit.
+    #[config(default = "NormLayout::Pre")]
+    pub norm_layout: NormLayout,
+    /// µP: each block's output is multiplied by this before the residual add.
+    #[config(default = 1.0)]
+    pub residual_multiplier: f64,
 }
 
 impl DecoderLayerConfig {
-    /// A randomly initialized layer.
+    /// A randomly initialized layer (full attention, rotary; see [`DecoderLayer::window`]).
     pub fn init(&self, device: &Device) -> DecoderLayer {
-        let norm = RmsNormConfig::new(self.attention.hidden_size).with_epsilon(self.rms_norm_eps);
+        let norm = || {
+            RmsNormConfig::new(self.attention.hidden_size)
+                .with_epsilon(self.rms_norm_eps)
+                .init(device)
+        };
+        let (pre, post, peri) = match self.norm_layout {
+            NormLayout::Pre => (true, false, false),
+            NormLayout::Post => (false, true, false),
+            NormLayout::Peri => (true, false, true),
+        };
         DecoderLayer {
             self_attn: self.attention.init(device),
             mlp: self.mlp.init(device),
-            input_layernorm: norm.init(device),
-            post_attention_layernorm: norm.init(device),
+            input_layernorm: pre.then(norm),
+            post_attention_layernorm: norm(),
+            post_feedforward_layernorm: post.then(norm),
+            post_norm1: peri.then(norm),
+            post_norm2: peri.then(norm),
+            residual_multiplier: self.residual_multiplier,
+            window: None,
+            rotary: true,
         }
     }
 }
 
-/// One pre-norm decoder layer.
+/// One decoder layer. Which norms it has says where they sit: with `input_layernorm`,
+/// `post_attention_layernorm` normalizes the MLP's input (pre-norm, Qwen2) and `post_norm1` /
+/// `post_norm2`, when present, the two blocks' outputs (Peri-LN, HyperCLOVA X); without it,
+/// `post_attention_layernorm` and `post_feedforward_layernorm` normalize the blocks' outputs
+/// (EXAONE 4).
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
     pub self_attn: Attention,
     pub mlp: Mlp,
-    pub input_layernorm: RmsNorm,
+    pub input_layernorm: Option<RmsNorm>,
     pub post_attention_layernorm: RmsNorm,
+    pub post_feedforward_layernorm: Option<RmsNorm>,
+    pub post_norm1: Option<RmsNorm>,
+    pub post_norm2: Option<RmsNorm>,
+    /// µP residual scale (1 elsewhere).
+    pub residual_multiplier: f64,
+    /// `Some(tokens)`: a sliding-window layer that sees its last `tokens` positions.
+    pub window: Option<usize>,
+    /// Whether the layer rotates queries and keys (not EXAONE 4's global layers).
+    pub rotary: bool,
+}
+
+fn norm_opt<const D: usize>(norm: &Option<RmsNorm>, x: Tensor<D>) -> Tensor<D> {
+    match norm {
+        Some(norm) => norm.forward(x),
+        None => x,
+    }
 }
 
 impl DecoderLayer {
@@ -64,14 +111,32 @@ impl DecoderLayer {
         mask: Option<Tensor<4, Bool>>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
-        let attended =
-            self.self_attn
-                .forward(self.input_layernorm.forward(x.clone()), rotary, mask, cache);
-        let x = x + attended;
+        let rotary = self.rotary.then_some(rotary);
+        let residual = |x: Tensor<3>, out: Tensor<3>| {
+            if self.residual_multiplier == 1.0 {
+                x + out
+            } else {
+                x + out * self.residual_multiplier
+            }
+        };
+        if self.input_layernorm.is_none() {
+            // Norms on the outputs (EXAONE 4).
+            let attended = self.self_attn.forward(x.clone(), rotary, mask, cache);
+            let x = residual(x, self.post_attention_layernorm.forward(attended));
+            let mlp_out = self.mlp.forward(x.clone());
+            return residual(x, norm_opt(&self.post_feedforward_layernorm, mlp_out));
+        }
+        let attended = self.self_attn.forward(
+            norm_opt(&self.input_layernorm, x.clone()),
+            rotary,
+            mask,
+            cache,
+        );
+        let x = residual(x, norm_opt(&self.post_norm1, attended));
         let mlp_out = self
             .mlp
             .forward(self.post_attention_layernorm.forward(x.clone()));
-        x + mlp_out
+        residual(x, norm_opt(&self.post_norm2, mlp_out))
     }
 }
 
@@ -82,6 +147,8 @@ pub struct TextModel {
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     pub rotary: MultimodalRotary,
+    /// µP: token embeddings are multiplied by this (1 elsewhere).
+    pub embedding_multiplier: f64,
 }
 
 impl TextModel {
@@ -93,7 +160,12 @@ impl TextModel {
                 .with_initializer(normal_init())
                 .init(device),
             layers: (0..config.num_hidden_layers)
-                .map(|_| config.decoder_layer().init(device))
+                .map(|index| {
+                    let mut layer = config.decoder_layer().init(device);
+                    layer.window = config.layer_window(index);
+                    layer.rotary = config.layer_rotates(index);
+                    layer
+                })
                 .collect(),
             norm: RmsNormConfig::new(config.hidden_size)
                 .with_epsilon(config.rms_norm_eps)
@@ -102,16 +174,34 @@ impl TextModel {
                 config.rope_theta,
                 config.head_dim(),
                 config.mrope_section.clone(),
-            ),
+            )
+            .with_scaling(config.rope_scaling.clone()),
+            embedding_multiplier: config.embedding_multiplier,
         })
     }
 
-    /// Token embeddings.
+    /// A fresh cache for this decoder (sliding-window layers keep only their window).
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::with_windows(self.layers.iter().map(|l| l.window))
+    }
+
+    /// Token embeddings (the decoder's input before [`forward_embeds`](Self::forward_embeds)
+    /// applies the µP embedding multiplier).
     ///
     /// # Shapes
     /// - `input_ids`: `[batch, seq]` → `[batch, seq, hidden]`
     pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
         self.embed_tokens.forward(input_ids)
+    }
+
+    /// The µP embedding multiplier applied to the decoder's input — text and spliced visual
+    /// tokens alike, as `GraniteModel` does.
+    fn scale_embeddings(&self, embeds: Tensor<3>) -> Tensor<3> {
+        if self.embedding_multiplier == 1.0 {
+            embeds
+        } else {
+            embeds * self.embedding_multiplier
+        }
     }
 
     /// Runs the decoder over embeddings (text, or text with visual embeddings spliced in).
@@ -155,12 +245,40 @@ impl TextModel {
                 .collect();
             return Tensor::cat(parts, 1);
         }
+        let [b, _, _] = embeds.dims();
+        let device = embeds.device();
+        let past = cache.as_deref().map_or(0, |c| c.seq_len());
         let rotary = self.rotary.tables(position_ids);
-        let mask = attention_mask.map(|m| causal_padding_mask(m, s)); // [b, 1, s, t]
-        let mut x = embeds;
+        let full_mask = attention_mask.clone().map(|m| causal_padding_mask(m, s)); // [b, 1, s, t]
+        // Sliding-window layers' masks, one per (window, first held position).
+        let mut window_masks: Vec<((usize, usize), Tensor<4, Bool>)> = Vec::new();
+        let mut x = self.scale_embeddings(embeds);
         for (index, layer) in self.layers.iter().enumerate() {
+            let mask = match layer.window {
+                None => full_mask.clone(),
+                Some(window) => {
+                    let start = cache.as_deref().map_or(0, |c| c.layer(index).start());
+                    let key = (window, start);
+                    let found = window_masks.iter().find(|(k, _)| *k == key);
+                    let mask = match found {
+                        Some((_, mask)) => mask.clone(),
+                        None => {
+                            let mask = sliding_window_mask(
+                                attention_mask.clone(),
+                                [b, s, past + s],
+                                start,
+                                window,
+                                &device,
+                            ); // [b, 1, s, t - start]
+                            window_masks.push((key, mask.clone()));
+                            mask
+                        }
+                    };
+                    Some(mask)
+                }
+            };
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(index));
-            x = layer.forward(x, &rotary, mask.clone(), layer_cache);
+            x = layer.forward(x, &rotary, mask, layer_cache);
         }
         self.norm.forward(x)
     }
@@ -172,6 +290,8 @@ pub struct CausalLm {
     pub model: TextModel,
     /// `None` when the head is tied to the token embedding.
     pub lm_head: Option<Linear>,
+    /// µP: logits are multiplied by this (1 elsewhere).
+    pub logits_scaling: f64,
 }
 
 impl CausalLm {
@@ -180,12 +300,16 @@ impl CausalLm {
         let model = TextModel::new(config, device)?;
         let lm_head = (!config.tie_word_embeddings)
             .then(|| linear(config.hidden_size, config.vocab_size, false, device));
-        Ok(Self { model, lm_head })
+        Ok(Self {
+            model,
+            lm_head,
+            logits_scaling: config.logits_scaling,
+        })
     }
 
     /// A fresh cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.model.layers.len())
+        self.model.new_cache()
     }
 
     /// Projects hidden states to vocabulary logits.
@@ -193,7 +317,12 @@ impl CausalLm {
     /// # Shapes
     /// - `hidden`: `[batch, seq, hidden]` → `[batch, seq, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        lm_logits(hidden, self.lm_head.as_ref(), &self.model.embed_tokens)
+        lm_logits(
+            hidden,
+            self.lm_head.as_ref(),
+            &self.model.embed_tokens,
+            self.logits_scaling,
+        )
     }
 
     /// Next-token logits for every input position.
@@ -231,13 +360,23 @@ impl CausalLm {
 }
 
 /// The language-model head: `lm_head`, or the token embedding read as a `[hidden, vocab]`
-/// map when the two are tied.
+/// map when the two are tied; times `scaling` (µP's `logits_scaling`) unless it is 1.
 ///
 /// # Shapes
 /// - `hidden`: `[batch, seq, hidden]` → `[batch, seq, vocab]`
-pub fn lm_logits(hidden: Tensor<3>, lm_head: Option<&Linear>, embed: &Embedding) -> Tensor<3> {
-    match lm_head {
+pub fn lm_logits(
+    hidden: Tensor<3>,
+    lm_head: Option<&Linear>,
+    embed: &Embedding,
+    scaling: f64,
+) -> Tensor<3> {
+    let logits = match lm_head {
         Some(head) => head.forward(hidden),
         None => linear_op(hidden, embed.weight.val().transpose(), None),
+    };
+    if scaling == 1.0 {
+        logits
+    } else {
+        logits * scaling
     }
 }

@@ -53,6 +53,11 @@ impl Batch {
         self.pads.len()
     }
 
+    /// The rows' KV cache.
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
     /// Positions cached per row, padding included.
     pub fn seq_len(&self) -> usize {
         self.cache.seq_len()

@@ -6,6 +6,11 @@
 //! copy), so a long answer or a long video prompt costs no per-step copy of everything seen
 //! so far, as concatenating would. When the room runs out the buffer grows by half (as
 //! llama-burn's cache, which preallocates, and a `Vec`).
+//!
+//! A sliding-window layer (EXAONE 4's local layers) sees only its last `window` tokens, so
+//! its cache drops older ones: once it holds more than twice the window (and
+//! [`MIN_SPARE`]), it keeps the last `window - 1`, and `start` says which absolute position
+//! its first entry is. Memory per layer is then bounded by the window, not the context.
 
 use burn::tensor::Tensor;
 
@@ -24,10 +29,33 @@ fn grown(capacity: usize, needed: usize) -> usize {
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
     buffers: Option<(Tensor<4>, Tensor<4>)>,
+    /// Positions held.
     len: usize,
+    /// Absolute position of the first held entry (0 unless a window dropped older ones).
+    start: usize,
+    /// The layer's attention window, if it slides.
+    window: Option<usize>,
 }
 
 impl LayerCache {
+    /// An empty cache for a layer that sees `window` tokens (`None`: all of them).
+    pub fn with_window(window: Option<usize>) -> Self {
+        Self {
+            window,
+            ..Self::default()
+        }
+    }
+
+    /// Absolute position of the first entry [`append`](Self::append) will return.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// Positions actually held (at most about twice the window for a sliding layer).
+    pub fn held(&self) -> usize {
+        self.len
+    }
+
     /// Writes this step's keys and values after the cached ones and returns all of them.
     ///
     /// # Shapes
@@ -66,12 +94,33 @@ impl LayerCache {
             values.clone().narrow(2, 0, end),
         );
         self.buffers = Some((keys, values));
+        if let Some(window) = self.window
+            && self.len > 2 * window.max(MIN_SPARE)
+        {
+            // The next query sees the last window - 1 cached positions and itself.
+            let keep = window - 1;
+            self.retain_positions(self.len - keep);
+        }
         seen
     }
 
-    /// Number of cached positions.
+    /// Drops the first `drop` held positions of every row.
+    fn retain_positions(&mut self, drop: usize) {
+        if drop == 0 {
+            return;
+        }
+        if let Some((k, v)) = self.filled() {
+            let len = self.len - drop;
+            let keep = |t: Tensor<4>| t.narrow(2, drop, len);
+            self.buffers = Some(spare_room(vec![(keep(k), keep(v))], len));
+            self.len = len;
+            self.start += drop;
+        }
+    }
+
+    /// Number of positions seen (absolute: the next one's index), held or dropped.
     pub fn seq_len(&self) -> usize {
-        self.len
+        self.start + self.len
     }
 
     /// Positions the buffers hold before they must grow.
@@ -95,6 +144,10 @@ impl LayerCache {
         let Some((k, v)) = self.filled() else {
             return;
         };
+        // Absolute positions before `front` go; a window may already have dropped some.
+        let drop = front.saturating_sub(self.start).min(self.len);
+        self.start = self.start.saturating_sub(front);
+        let front = drop;
         let len = self.len - front;
         let device = k.device();
         let index = Tensor::<1, burn::tensor::Int>::from_data(
@@ -109,7 +162,16 @@ impl LayerCache {
     /// Appends the rows of `other` after this cache's rows. The shorter of the two is
     /// left-padded with zeros to the longer's length (its padding mask must say so).
     pub fn merge(&mut self, other: &LayerCache) {
-        let len = self.len.max(other.len);
+        // Both end at the later of the two ends; each holds from its own start, shifted by
+        // the padding it gets in front.
+        let total = self.seq_len().max(other.seq_len());
+        let start = [&*self, other]
+            .iter()
+            .filter(|c| c.len > 0)
+            .map(|c| c.start + total - c.seq_len())
+            .min()
+            .unwrap_or(0);
+        let len = total - start;
         let parts: Vec<(Tensor<4>, Tensor<4>)> = [self.filled(), other.filled()]
             .into_iter()
             .flatten()
@@ -120,6 +182,7 @@ impl LayerCache {
         }
         self.buffers = Some(spare_room(parts, len));
         self.len = len;
+        self.start = start;
     }
 }
 
@@ -159,6 +222,19 @@ impl KvCache {
         Self {
             layers: vec![LayerCache::default(); num_layers],
         }
+    }
+
+    /// An empty cache with one layer per entry of `windows` (`Some(w)`: a layer that sees
+    /// its last `w` tokens and keeps only about those).
+    pub fn with_windows(windows: impl IntoIterator<Item = Option<usize>>) -> Self {
+        Self {
+            layers: windows.into_iter().map(LayerCache::with_window).collect(),
+        }
+    }
+
+    /// The cache of layer `index`.
+    pub fn layer(&self, index: usize) -> &LayerCache {
+        &self.layers[index]
     }
 
     /// Number of positions already cached (the same in every layer).

@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod config;
 pub mod decoder;
+pub mod family;
 pub mod generation;
 pub mod hf_config;
 pub mod init;
@@ -24,16 +25,19 @@ pub mod vision;
 pub mod weights;
 
 pub use attention::{Attention, AttentionConfig};
-pub use config::{ConfigError, TextConfig};
+pub use config::{ConfigError, LayerType, NormLayout, RopeScaling, TextConfig};
 pub use decoder::{CausalLm, DecoderLayer, DecoderLayerConfig, PREFILL_CHUNK, TextModel};
+pub use family::Family;
 pub use generation::{Batch, PendingPrompt, Prefilled, argmax};
 pub use hf_config::{hf_config_json, read_hf_config, read_json};
 pub use kv_cache::KvCache;
-pub use mask::{causal_padding_mask, position_ids_from_mask, text_position_ids};
+pub use mask::{
+    causal_padding_mask, position_ids_from_mask, sliding_window_mask, text_position_ids,
+};
 pub use mlp::{Mlp, MlpConfig};
 pub use multimodal::{ModelError, MultimodalInput, NuriBody, NuriConfig, NuriModel, Prefill};
 pub use norm::RmsNorm;
 pub use rope::MultimodalRotary;
-pub use rope_index::{FusionError, RopeIndex, VisionTokens, rope_index};
-pub use vision::{PatchMerger, VisionConfig, VisionError, VisionTransformer};
+pub use rope_index::{FusionError, PositionRule, RopeIndex, VisionTokens, rope_index};
+pub use vision::{PatchMerger, VisionConfig, VisionError, VisionTransformer, VisionVariant};
 pub use weights::{WeightsError, load_pretrained, save_pretrained};

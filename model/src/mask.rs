@@ -37,6 +37,49 @@ pub fn causal_padding_mask(attention_mask: Tensor<2, Int>, q_len: usize) -> Tens
     causal.bool_or(padding)
 }
 
+/// The mask of a sliding-window layer: as [`causal_padding_mask`], and also `true` where the
+/// key lies `window` or more positions before the query (the reference's
+/// `kv_idx > q_idx - sliding_window`, on absolute cache indices). The keys are the absolute
+/// positions `start..` of the padding mask (a windowed cache holds only those).
+///
+/// # Shapes
+/// - `attention_mask`: `[batch, kv_len]` over every position so far (`None`: no padding)
+/// - returns `[batch, 1, q_len, kv_len - start]`
+pub fn sliding_window_mask(
+    attention_mask: Option<Tensor<2, Int>>,
+    [batch, q_len, kv_len]: [usize; 3],
+    start: usize,
+    window: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let past = kv_len - q_len;
+    let keys = kv_len - start;
+    // Query i sits at absolute position past + i; key k at start + k.
+    let rows = Tensor::<1, Int>::arange(past as i64..kv_len as i64, device)
+        .reshape([q_len, 1])
+        .expand([q_len, keys]);
+    let cols = Tensor::<1, Int>::arange(start as i64..kv_len as i64, device)
+        .reshape([1, keys])
+        .expand([q_len, keys]);
+    let causal = cols.clone().greater(rows.clone());
+    let too_old = cols.lower_equal(rows - window as i64);
+    let forbidden = causal
+        .bool_or(too_old)
+        .reshape([1, 1, q_len, keys])
+        .expand([batch, 1, q_len, keys]);
+    match attention_mask {
+        None => forbidden,
+        Some(mask) => {
+            let padding = mask
+                .narrow(1, start, keys)
+                .equal_elem(0)
+                .reshape([batch, 1, 1, keys])
+                .expand([batch, 1, q_len, keys]);
+            forbidden.bool_or(padding)
+        }
+    }
+}
+
 /// Text position ids from a padding mask, as transformers computes them for a padded batch:
 /// each row counts its real tokens from 0; padding gets position 1 (it is masked anyway).
 /// The same id goes to all three M-RoPE streams.

@@ -15,6 +15,9 @@ pub struct MlpConfig {
     pub hidden_size: usize,
     /// Width of the gated inner layer.
     pub intermediate_size: usize,
+    /// Whether the three projections have a bias (`mlp_bias`; Qwen2.5-VL's vision MLP).
+    #[config(default = false)]
+    pub bias: bool,
 }
 
 impl MlpConfig {
@@ -22,9 +25,9 @@ impl MlpConfig {
     pub fn init(&self, device: &Device) -> Mlp {
         let (d, inner) = (self.hidden_size, self.intermediate_size);
         Mlp {
-            gate_proj: linear(d, inner, false, device),
-            up_proj: linear(d, inner, false, device),
-            down_proj: linear(inner, d, false, device),
+            gate_proj: linear(d, inner, self.bias, device),
+            up_proj: linear(d, inner, self.bias, device),
+            down_proj: linear(inner, d, self.bias, device),
         }
     }
 }
@@ -40,8 +43,8 @@ pub struct Mlp {
 impl Mlp {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = self.gate_proj.forward(x.clone()); // [b, s, inner]
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let gate = self.gate_proj.forward(x.clone()); // [..., inner]
         self.down_proj
             .forward(swiglu(gate, self.up_proj.forward(x)))
     }

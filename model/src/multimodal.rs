@@ -1,10 +1,11 @@
-//! The multimodal model (`Qwen2VLForConditionalGeneration`): the vision tower and merger,
-//! the language model, and the fusion between them — visual tokens replace the embeddings
-//! of `<|image_pad|>` / `<|video_pad|>` placeholders in order, and M-RoPE positions follow
-//! [`rope_index`].
+//! The multimodal model (`Qwen2VLForConditionalGeneration` and the families built like it):
+//! the vision tower and merger (and HyperCLOVA X's projector), the language model, and the
+//! fusion between them — visual tokens replace the embeddings of the image / video
+//! placeholders in order, and positions follow [`rope_index`]. A text-only family (EXAONE
+//! 4.0, HyperCLOVA X) is the same model without a tower.
 //!
-//! The module tree is the one transformers 5 saves: `model.visual.*`,
-//! `model.language_model.*`, `lm_head.*`.
+//! The module tree is the one transformers 5 holds in memory for Qwen2-VL: `model.visual.*`,
+//! `model.language_model.*`, `lm_head.*` (each family's names map onto it in `weights.rs`).
 
 use burn::config::Config;
 use burn::module::Module;
@@ -14,10 +15,11 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, TextConfig};
 use crate::decoder::{TextModel, lm_logits};
+use crate::family::Family;
 use crate::init::linear;
 use crate::kv_cache::KvCache;
-use crate::rope_index::{FusionError, VisionTokens, rope_index};
-use crate::vision::{VisionConfig, VisionError, VisionTransformer};
+use crate::rope_index::{FusionError, PositionRule, VisionTokens, rope_index};
+use crate::vision::{VisionConfig, VisionError, VisionTransformer, VisionVariant};
 
 /// Why a multimodal forward could not run.
 #[derive(Debug, Error, PartialEq)]
@@ -28,14 +30,20 @@ pub enum ModelError {
     Vision(#[from] VisionError),
     #[error(transparent)]
     Fusion(#[from] FusionError),
+    #[error("this model ({family}) has no vision tower, but the input has {kind} pixels")]
+    NoVision {
+        family: &'static str,
+        kind: &'static str,
+    },
 }
 
-/// The whole model's configuration: the language model, the vision tower and the special
-/// tokens that tie them together.
+/// The whole model's configuration: the family, the language model, the vision tower (none
+/// for a text-only family) and the special tokens that tie them together.
 #[derive(Config, Debug, PartialEq)]
 pub struct NuriConfig {
     pub text: TextConfig,
-    pub vision: VisionConfig,
+    /// `None` for a text-only family.
+    pub vision: Option<VisionConfig>,
     /// `<|image_pad|>`: one per merged image token.
     pub image_token_id: i64,
     /// `<|video_pad|>`: one per merged video token.
@@ -44,6 +52,9 @@ pub struct NuriConfig {
     pub vision_start_token_id: i64,
     /// `<|vision_end|>`, after each visual block.
     pub vision_end_token_id: i64,
+    /// The checkpoint family (module names, positions, `config.json` layout).
+    #[config(default = "Family::Qwen2Vl")]
+    pub family: Family,
 }
 
 impl NuriConfig {
@@ -54,7 +65,7 @@ impl NuriConfig {
             vocab_size: 256,
             ..TextConfig::tiny()
         };
-        Self::new(text, VisionConfig::tiny(), 252, 253, 250, 251)
+        Self::new(text, 252, 253, 250, 251).with_vision(Some(VisionConfig::tiny()))
     }
 
     /// The quickstart's model (about 1M parameters before the vocabulary): a 4-layer,
@@ -73,8 +84,8 @@ impl NuriConfig {
             .with_rope_theta(1.0)
             .with_tie_word_embeddings(true)
             .with_max_position_embeddings(4096);
-        let vision = VisionConfig::new(2, 64, 4, 2, 128).with_patch_size(8);
-        Self::new(text, vision, 1022, 1023, 1020, 1021)
+        let vision = VisionConfig::quickstart();
+        Self::new(text, 1022, 1023, 1020, 1021).with_vision(Some(vision))
     }
 
     /// A ~100M-parameter model for benchmarks: a 12-layer, 768-wide language model (32k
@@ -83,7 +94,7 @@ impl NuriConfig {
         let text = TextConfig::new(32_000, 768, 2048, 12, 12, 4, vec![8, 12, 12])
             .with_tie_word_embeddings(true);
         let vision = VisionConfig::new(12, 384, 6, 4, 768);
-        Self::new(text, vision, 31_998, 31_999, 31_996, 31_997)
+        Self::new(text, 31_998, 31_999, 31_996, 31_997).with_vision(Some(vision))
     }
 
     /// Our presets by name: `tiny`, `quickstart`, `small-100m`.
@@ -103,28 +114,52 @@ impl NuriConfig {
     pub fn qwen2_vl_2b() -> Self {
         Self::new(
             TextConfig::qwen2_vl_2b(),
-            VisionConfig::qwen2_vl(1536),
             151_655,
             151_656,
             151_652,
             151_653,
         )
+        .with_vision(Some(VisionConfig::qwen2_vl(1536)))
     }
 
-    /// How placeholders are recognized.
+    /// How placeholders are recognized and numbered.
     pub fn vision_tokens(&self) -> VisionTokens {
+        let vision = self.vision.as_ref();
         VisionTokens {
             image_token_id: self.image_token_id,
             video_token_id: self.video_token_id,
-            spatial_merge_size: self.vision.spatial_merge_size,
+            spatial_merge_size: vision.map_or(2, |v| v.spatial_merge_size),
+            rule: position_rule(self.family, vision),
         }
+    }
+
+    /// The vision tower's configuration; an error naming the family when it has none.
+    pub fn vision(&self) -> Result<&VisionConfig, ModelError> {
+        self.vision.as_ref().ok_or(ModelError::NoVision {
+            family: self.family.model_type(),
+            kind: "image",
+        })
+    }
+}
+
+/// How `family` numbers visual tokens.
+fn position_rule(family: Family, vision: Option<&VisionConfig>) -> PositionRule {
+    match (family.mrope(), vision) {
+        (false, _) => PositionRule::Linear,
+        (true, Some(v)) if v.variant == VisionVariant::Qwen2_5Vl => PositionRule::MRopeTimed {
+            tokens_per_second: v.tokens_per_second,
+        },
+        (true, _) => PositionRule::MRope,
     }
 }
 
 /// The vision tower and the language model, under the reference's `model.` prefix.
 #[derive(Module, Debug)]
 pub struct NuriBody {
-    pub visual: VisionTransformer,
+    /// `None` for a text-only family.
+    pub visual: Option<VisionTransformer>,
+    /// HyperCLOVA X Vision's linear map from the merger's width to the language model's.
+    pub projector: Option<Linear>,
     pub language_model: TextModel,
 }
 
@@ -137,6 +172,11 @@ pub struct NuriModel {
     pub image_token_id: i64,
     pub video_token_id: i64,
     pub spatial_merge_size: usize,
+    /// µP: logits are multiplied by this (1 elsewhere).
+    pub logits_scaling: f64,
+    /// How visual tokens are numbered.
+    #[module(skip)]
+    pub position_rule: PositionRule,
 }
 
 /// One batch of model inputs, as the processor produces them.
@@ -154,6 +194,9 @@ pub struct MultimodalInput {
     pub pixel_values_videos: Option<Tensor<2>>,
     /// `(t, h, w)` patch grid per video.
     pub video_grid_thw: Vec<[usize; 3]>,
+    /// Seconds per temporal patch of each video (`temporal_patch_size / fps`; Qwen2.5-VL's
+    /// absolute time positions). Missing entries count as 1 s, as in the reference.
+    pub second_per_grid_ts: Vec<f64>,
 }
 
 impl MultimodalInput {
@@ -166,6 +209,7 @@ impl MultimodalInput {
             image_grid_thw: Vec::new(),
             pixel_values_videos: None,
             video_grid_thw: Vec::new(),
+            second_per_grid_ts: Vec::new(),
         }
     }
 }
@@ -185,16 +229,29 @@ impl NuriModel {
     /// A randomly initialized model.
     pub fn new(config: &NuriConfig, device: &Device) -> Result<Self, ModelError> {
         let text = &config.text;
+        let vision = config.vision.as_ref();
+        let visual = vision
+            .map(|v| VisionTransformer::new(v, device))
+            .transpose()?;
+        let projector = match vision {
+            Some(v) if config.family.has_projector() => {
+                Some(linear(v.hidden_size, text.hidden_size, true, device))
+            }
+            _ => None,
+        };
         Ok(Self {
             model: NuriBody {
-                visual: VisionTransformer::new(&config.vision, device)?,
+                visual,
+                projector,
                 language_model: TextModel::new(text, device)?,
             },
             lm_head: (!text.tie_word_embeddings)
                 .then(|| linear(text.hidden_size, text.vocab_size, false, device)),
             image_token_id: config.image_token_id,
             video_token_id: config.video_token_id,
-            spatial_merge_size: config.vision.spatial_merge_size,
+            spatial_merge_size: vision.map_or(2, |v| v.spatial_merge_size),
+            logits_scaling: text.logits_scaling,
+            position_rule: config.vision_tokens().rule,
         })
     }
 
@@ -210,9 +267,9 @@ impl NuriModel {
         self.visit(&mut Touch);
     }
 
-    /// A fresh KV cache for this model.
+    /// A fresh KV cache for this model (sliding-window layers keep only their window).
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.model.language_model.layers.len())
+        self.model.language_model.new_cache()
     }
 
     fn vision_tokens(&self) -> VisionTokens {
@@ -220,17 +277,45 @@ impl NuriModel {
             image_token_id: self.image_token_id,
             video_token_id: self.video_token_id,
             spatial_merge_size: self.spatial_merge_size,
+            rule: self.position_rule,
         }
+    }
+
+    /// The vision tower, or an error naming the modality when the model has none.
+    pub fn visual(&self, kind: &'static str) -> Result<&VisionTransformer, ModelError> {
+        self.model.visual.as_ref().ok_or(ModelError::NoVision {
+            family: "a text-only model",
+            kind,
+        })
+    }
+
+    /// Visual tokens in the language model's width: the tower and merger, then the
+    /// projector where the family has one.
+    ///
+    /// # Shapes
+    /// - `pixels`: `[n_patches, C·T·P·P]` → `[n_patches / merge², hidden]`
+    pub fn encode_visual(
+        &self,
+        kind: &'static str,
+        pixels: Tensor<2>,
+        grids: &[[usize; 3]],
+    ) -> Result<Tensor<2>, ModelError> {
+        let merged = self.visual(kind)?.forward(pixels, grids)?;
+        Ok(match &self.model.projector {
+            Some(projector) => projector.forward(merged),
+            None => merged,
+        })
     }
 
     /// Visual tokens for one modality, if it has pixels.
     fn encode(
         &self,
+        kind: &'static str,
         pixels: &Option<Tensor<2>>,
         grids: &[[usize; 3]],
     ) -> Result<Option<Tensor<2>>, ModelError> {
         match pixels {
-            Some(pixels) => Ok(Some(self.model.visual.forward(pixels.clone(), grids)?)),
+            Some(pixels) => Ok(Some(self.encode_visual(kind, pixels.clone(), grids)?)),
             None => Ok(None),
         }
     }
@@ -265,7 +350,7 @@ impl NuriModel {
             ),
         ] {
             let slots: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == token).collect();
-            let features = match self.encode(pixels, grids)? {
+            let features = match self.encode(kind, pixels, grids)? {
                 Some(features) => features,
                 None if slots.is_empty() => continue,
                 None => return Err(FusionError::MissingPixels { kind }.into()),
@@ -346,6 +431,7 @@ impl NuriModel {
             [b, s],
             &input.image_grid_thw,
             &input.video_grid_thw,
+            &input.second_per_grid_ts,
             self.vision_tokens(),
         )?;
         let embeds = self.fused_embeddings(input, &ids)?;
@@ -361,6 +447,7 @@ impl NuriModel {
             hidden,
             self.lm_head.as_ref(),
             &self.model.language_model.embed_tokens,
+            self.logits_scaling,
         )
     }
 }

@@ -7,9 +7,14 @@
 //! `head_dim / 2` frequencies are split into three contiguous sections
 //! (`mrope_section`, e.g. 16/24/24 of 64); the angles of section `i` use stream `i`. Text
 //! tokens carry the same id in all three streams, which makes M-RoPE plain 1D RoPE.
+//! Families with 1D positions (EXAONE 4.5, HyperCLOVA X) have no `mrope_section`: all
+//! frequencies then read the first stream. Long-context rescaling of the frequencies
+//! (`rope_type` linear or llama3) is applied to `inv_freq` once, at construction.
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::RopeScaling;
 
 /// The rotary embedding of one model: frequencies and how they are split between streams.
 /// It has no parameters; the tables are recomputed per forward from the position ids.
@@ -19,8 +24,55 @@ pub struct MultimodalRotary {
     pub theta: f64,
     /// Width of one attention head.
     pub head_dim: usize,
-    /// Frequencies per stream (temporal, height, width); sums to `head_dim / 2`.
+    /// Frequencies per stream (temporal, height, width); sums to `head_dim / 2`. Empty:
+    /// 1D positions (every frequency reads the first stream).
     pub mrope_section: Vec<usize>,
+    /// `1 / theta^(2i / head_dim)`, rescaled per the checkpoint's `rope_type`.
+    pub inv_freq: Vec<f32>,
+}
+
+/// `inv_freq[i] = 1 / theta^(2i / head_dim)` in fp32 like the reference, then rescaled.
+fn inverse_frequencies(theta: f64, head_dim: usize, scaling: &RopeScaling) -> Vec<f32> {
+    let half = head_dim / 2;
+    let theta = theta as f32;
+    let base = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32));
+    match *scaling {
+        RopeScaling::Default => base.collect(),
+        RopeScaling::Linear { factor } => base.map(|f| f / factor as f32).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            // `_compute_llama3_parameters` in transformers' modeling_rope_utils.
+            let (factor, low, high) = (
+                factor as f32,
+                low_freq_factor as f32,
+                high_freq_factor as f32,
+            );
+            let old_context = original_max_position_embeddings as f32;
+            let low_freq_wavelen = old_context / low;
+            let high_freq_wavelen = old_context / high;
+            base.map(|f| {
+                let wavelen = 2.0 * std::f32::consts::PI / f;
+                let scaled = if wavelen > low_freq_wavelen {
+                    f / factor
+                } else {
+                    f
+                };
+                // Wavelengths are finite, so "not below and not above" is this range.
+                let medium = (high_freq_wavelen..=low_freq_wavelen).contains(&wavelen);
+                if medium {
+                    let smooth = (old_context / wavelen - low) / (high - low);
+                    (1.0 - smooth) * scaled / factor + smooth * scaled
+                } else {
+                    scaled
+                }
+            })
+            .collect()
+        }
+    }
 }
 
 /// Cosine and sine tables for one batch of positions, broadcast over heads.
@@ -39,17 +91,19 @@ impl MultimodalRotary {
             theta,
             head_dim,
             mrope_section,
+            inv_freq: inverse_frequencies(theta, head_dim, &RopeScaling::Default),
         }
     }
 
-    /// `inv_freq[i] = 1 / theta^(2i / head_dim)`, computed in fp32 like the reference.
+    /// The same embedding with its frequencies rescaled.
+    pub fn with_scaling(mut self, scaling: RopeScaling) -> Self {
+        self.inv_freq = inverse_frequencies(self.theta, self.head_dim, &scaling);
+        self
+    }
+
     fn inv_freq(&self, device: &Device) -> Tensor<1> {
         let half = self.head_dim / 2;
-        let theta = self.theta as f32;
-        let values: Vec<f32> = (0..half)
-            .map(|i| 1.0 / theta.powf((2 * i) as f32 / self.head_dim as f32))
-            .collect();
-        Tensor::from_data(TensorData::new(values, [half]), device)
+        Tensor::from_data(TensorData::new(self.inv_freq.clone(), [half]), device)
     }
 
     /// Builds the cos/sin tables for the given positions.
@@ -59,9 +113,14 @@ impl MultimodalRotary {
     /// - returns tables of `[batch, 1, seq, head_dim]`
     pub fn tables(&self, position_ids: Tensor<3, Int>) -> RotaryTables {
         let [streams, b, s] = position_ids.dims();
-        assert_eq!(
-            streams,
-            self.mrope_section.len(),
+        let one_d = [self.head_dim / 2];
+        let sections_of: &[usize] = if self.mrope_section.is_empty() {
+            &one_d
+        } else {
+            &self.mrope_section
+        };
+        assert!(
+            streams >= sections_of.len(),
             "position ids must have one stream per mrope section"
         );
         let device = position_ids.device();
@@ -69,7 +128,7 @@ impl MultimodalRotary {
         let positions = position_ids.float(); // [3, b, s]
         let mut start = 0;
         let mut sections = Vec::with_capacity(streams);
-        for (stream, &len) in self.mrope_section.iter().enumerate() {
+        for (stream, &len) in sections_of.iter().enumerate() {
             // [b, s, 1] * [1, 1, len] -> [b, s, len]
             let pos = positions.clone().narrow(0, stream, 1).reshape([b, s, 1]);
             let freq = inv_freq.clone().narrow(0, start, len).reshape([1, 1, len]);

@@ -22,11 +22,19 @@ use burn::tensor::{DType, Device, Tensor};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::family::Family;
 use crate::hf_config::{hf_config_json, read_hf_config, read_json};
 use crate::multimodal::{ModelError, NuriConfig, NuriModel};
 
-/// Checkpoint key (either transformers layout) → module path. Applied in order.
-pub const IMPORT_TABLE: [(&str, &str); 4] = [
+/// Checkpoint key (any family's layouts) → module path. Applied in order. Naver's original
+/// HyperCLOVA X Vision layout (`model.language_model.model.…`, `model.language_model.lm_head`,
+/// `model.vision_projector`) and transformers' (`model.vision_model`, `model.projector`) both
+/// map onto the one tree, as transformers' own conversion mapping does.
+pub const IMPORT_TABLE: [(&str, &str); 8] = [
+    (r"^model\.language_model\.model\.", "model.language_model."),
+    (r"^model\.language_model\.lm_head\.", "lm_head."),
+    (r"^model\.vision_projector\.", "model.projector."),
+    (r"^model\.vision_model\.", "model.visual."),
     (r"^visual\.", "model.visual."),
     (
         r"^model\.(embed_tokens|layers|norm)\.",
@@ -43,14 +51,55 @@ pub const IMPORT_TABLE: [(&str, &str); 4] = [
     ),
 ];
 
-/// Module path → checkpoint key, for export: the layout transformers itself writes
-/// (`model.layers…`, `visual…`, `lm_head…`). Applied in order.
+/// Module path → checkpoint key, for export of Qwen2-VL and Qwen2.5-VL: the layout
+/// transformers itself writes (`model.layers…`, `visual…`, `lm_head…`). Applied in order.
 pub const EXPORT_TABLE: [(&str, &str); 4] = [
     (r"^model\.visual\.merger\.fc1\.", "visual.merger.mlp.0."),
     (r"^model\.visual\.merger\.fc2\.", "visual.merger.mlp.2."),
     (r"^model\.visual\.", "visual."),
     (r"^model\.language_model\.", "model."),
 ];
+
+/// Export of EXAONE 4.5: the tree as transformers 5 holds and saves it.
+const EXPORT_EXAONE4_5: [(&str, &str); 2] = [
+    (
+        r"^model\.visual\.merger\.fc1\.",
+        "model.visual.merger.mlp.0.",
+    ),
+    (
+        r"^model\.visual\.merger\.fc2\.",
+        "model.visual.merger.mlp.2.",
+    ),
+];
+
+/// Export of HyperCLOVA X Vision: the names transformers 5 writes (its conversion mapping
+/// reversed: `model.vision_model`, `model.vision_projector`, `model.language_model.lm_head`).
+const EXPORT_HYPERCLOVAX_VISION: [(&str, &str); 5] = [
+    (r"^lm_head\.", "model.language_model.lm_head."),
+    (r"^model\.projector\.", "model.vision_projector."),
+    (
+        r"^model\.visual\.merger\.fc1\.",
+        "model.vision_model.merger.mlp.0.",
+    ),
+    (
+        r"^model\.visual\.merger\.fc2\.",
+        "model.vision_model.merger.mlp.2.",
+    ),
+    (r"^model\.visual\.", "model.vision_model."),
+];
+
+/// Export of a text-only model: `model.layers…`, `lm_head…`.
+const EXPORT_TEXT: [(&str, &str); 1] = [(r"^model\.language_model\.", "model.")];
+
+/// The export renaming for `family`.
+pub fn export_table(family: Family) -> &'static [(&'static str, &'static str)] {
+    match family {
+        Family::Qwen2Vl | Family::Qwen2_5Vl => &EXPORT_TABLE,
+        Family::Exaone4_5 => &EXPORT_EXAONE4_5,
+        Family::HyperClovaXVisionV2 => &EXPORT_HYPERCLOVAX_VISION,
+        Family::Exaone4 | Family::HyperClovaX => &EXPORT_TEXT,
+    }
+}
 
 const CONFIG_FILE: &str = "config.json";
 const SINGLE_FILE: &str = "model.safetensors";
@@ -128,7 +177,7 @@ impl ModuleMapper for CastParams {
     }
 }
 
-/// Loads a Hugging Face Qwen2-VL checkpoint directory onto `device`, with float parameters
+/// Loads a Hugging Face checkpoint directory of any supported family onto `device`, with float parameters
 /// in `dtype` (`DType::F32` or `DType::BF16`).
 pub fn load_pretrained(
     dir: &Path,
@@ -227,7 +276,7 @@ pub fn save_pretrained(
     let partial = dir.join(format!("{SINGLE_FILE}.partial"));
     let mut store = SafetensorsStore::from_file(&partial)
         .with_to_adapter(BurnToPyTorchAdapter)
-        .remap(remapper(&EXPORT_TABLE))
+        .remap(remapper(export_table(config.family)))
         .metadata("format", "pt")
         .overwrite(true);
     model

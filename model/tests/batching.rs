@@ -160,3 +160,83 @@ fn rows_joining_and_leaving_decode_as_they_do_alone() {
         logits = model.decode(&mut batch, &feed);
     }
 }
+
+/// EXAONE 4-style layers (three sliding-window layers, then a global one without RoPE):
+/// a long prompt prefilled in chunks and decoded step by step through a cache whose
+/// sliding layers keep only about their window gives the logits of one full pass, and the
+/// sliding layers' caches stay bounded while the global layer's grows.
+#[test]
+fn sliding_window_layers_keep_only_their_window_and_match_the_full_pass() {
+    use nuri_model::{LayerType, NormLayout, TextConfig};
+    let device = Device::flex();
+    device.seed(5);
+    let window = 8;
+    let text = TextConfig {
+        vocab_size: 256,
+        mrope_section: Vec::new(),
+        qkv_bias: false,
+        qk_norm: true,
+        norm_layout: NormLayout::Post,
+        num_hidden_layers: 4,
+        layer_types: vec![
+            LayerType::Sliding,
+            LayerType::Sliding,
+            LayerType::Sliding,
+            LayerType::Full,
+        ],
+        sliding_window: Some(window),
+        rope_in_full_layers: false,
+        ..TextConfig::tiny()
+    };
+    let config = NuriConfig {
+        text,
+        vision: None,
+        ..NuriConfig::tiny()
+    };
+    let model = NuriModel::new(&config, &device).expect("model");
+    model.init_params_now();
+    let len = 300;
+    let ids = prompt(len, 3);
+    let full_input = input(std::slice::from_ref(&ids), &device);
+    let full = model.prefill(&full_input, None).expect("prefill").logits; // [1, len, vocab]
+    let full: Vec<f32> = full.into_data().try_to_vec().expect("f32");
+    let vocab = 256;
+
+    // The first 200 tokens in chunks, then the rest one at a time.
+    let head = input(&[ids[..200].to_vec()], &device);
+    let mut pending = model.begin_prompt(&head).expect("prompt");
+    let (mut batch, logits) = loop {
+        match model.prefill_chunk(pending, 64) {
+            Prefilled::Ready(batch, logits) => break (batch, logits),
+            Prefilled::Pending(p) => pending = *p,
+        }
+    };
+    let close = |got: &[f32], pos: usize| {
+        let want = &full[pos * vocab..(pos + 1) * vocab];
+        let diff = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "position {pos}: logits differ by {diff}");
+    };
+    close(&logits[0], 199);
+    for (pos, &token) in ids.iter().enumerate().skip(200) {
+        let logits = model.decode(&mut batch, &[token as u32]);
+        close(&logits[0], pos);
+    }
+    let cache = batch.cache();
+    assert_eq!(cache.seq_len(), len);
+    assert_eq!(
+        cache.layer(3).held(),
+        len,
+        "the global layer keeps everything"
+    );
+    for layer in 0..3 {
+        let held = cache.layer(layer).held();
+        assert!(
+            held <= 2 * 64 + 1 && held >= window - 1,
+            "sliding layer {layer} holds {held} positions"
+        );
+    }
+}

@@ -3,12 +3,15 @@
 //! within 1e-4, M-RoPE position ids exact, 16 greedy tokens exact; sharded and single-file
 //! checkpoints load the same; import → export → import is lossless.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{Case, floats_of, max_abs_diff};
+
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use nuri_model::{MultimodalInput, NuriModel, WeightsError, load_pretrained, save_pretrained};
-use safetensors::{Dtype, SafeTensors};
+use burn::tensor::{DType, Device, Tensor};
+use nuri_model::{NuriModel, WeightsError, load_pretrained, save_pretrained};
 
 const TOLERANCE: f32 = 1e-4;
 const CASES: [&str; 7] = [
@@ -25,99 +28,6 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
-/// One case file's tensors.
-struct Case {
-    bytes: Vec<u8>,
-}
-
-impl Case {
-    fn open(name: &str) -> Self {
-        let path = fixtures().join("cases").join(format!("{name}.safetensors"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Self { bytes }
-    }
-
-    fn tensors(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("a valid safetensors fixture")
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.tensors().names().contains(&name)
-    }
-
-    fn ints(&self, name: &str) -> (Vec<i64>, Vec<usize>) {
-        let tensors = self.tensors();
-        let view = tensors
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(view.dtype(), Dtype::I64, "{name}");
-        let values = view
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect();
-        (values, view.shape().to_vec())
-    }
-
-    fn floats(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
-        let tensors = self.tensors();
-        let view = tensors
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(view.dtype(), Dtype::F32, "{name}");
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect();
-        (values, view.shape().to_vec())
-    }
-
-    fn grids(&self, name: &str) -> Vec<[usize; 3]> {
-        if !self.has(name) {
-            return Vec::new();
-        }
-        let (values, _) = self.ints(name);
-        values
-            .chunks(3)
-            .map(|g| [g[0] as usize, g[1] as usize, g[2] as usize])
-            .collect()
-    }
-
-    fn input(&self, device: &Device) -> MultimodalInput {
-        let int2 = |name: &str| {
-            let (values, shape) = self.ints(name);
-            Tensor::<2, Int>::from_data(TensorData::new(values, [shape[0], shape[1]]), device)
-        };
-        let pixels = |name: &str| {
-            self.has(name).then(|| {
-                let (values, shape) = self.floats(name);
-                Tensor::<2>::from_data(TensorData::new(values, [shape[0], shape[1]]), device)
-            })
-        };
-        MultimodalInput {
-            input_ids: int2("input_ids"),
-            attention_mask: Some(int2("attention_mask")),
-            pixel_values: pixels("pixel_values"),
-            image_grid_thw: self.grids("image_grid_thw"),
-            pixel_values_videos: pixels("pixel_values_videos"),
-            video_grid_thw: self.grids("video_grid_thw"),
-        }
-    }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "sizes differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn floats_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32")
-}
-
 fn load(dir: &str, device: &Device) -> NuriModel {
     load_pretrained(&fixtures().join(dir), device, DType::F32)
         .unwrap_or_else(|e| panic!("loading {dir}: {e}"))
@@ -130,7 +40,7 @@ fn every_fixture_matches_the_reference() {
     let model = load("qwen2vl-tiny", &device);
     let mut report = Vec::new();
     for name in CASES {
-        let case = Case::open(name);
+        let case = Case::open(&fixtures().join("cases").join(format!("{name}.safetensors")));
         let input = case.input(&device);
 
         // Vision tower + merger, per modality.
@@ -145,9 +55,7 @@ fn every_fixture_matches_the_reference() {
         ] {
             if let Some(pixels) = pixels {
                 let got = model
-                    .model
-                    .visual
-                    .forward(pixels.clone(), grids)
+                    .encode_visual("image", pixels.clone(), grids)
                     .expect("valid grids");
                 let (want, shape) = case.floats(want);
                 assert_eq!(got.dims().to_vec(), shape, "{name}: visual token shape");
@@ -299,7 +207,7 @@ fn bf16_loading_casts_every_parameter() {
 
     // A bf16 forward of fp32 pixels stays near the fp32 reference (bf16 keeps ~3 digits;
     // a broken path would be off by the logits' whole scale).
-    let case = Case::open("one_image");
+    let case = Case::open(&fixtures().join("cases/one_image.safetensors"));
     let input = case.input(&device);
     let logits = model
         .prefill(&input, None)

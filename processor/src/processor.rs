@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use nuri_media::image::ImageProcessorConfig;
 use nuri_media::image::decode::DEFAULT_DECODE_LIMIT;
-use nuri_model::{MultimodalInput, VisionTokens, rope_index};
+use nuri_model::{MultimodalInput, PositionRule, VisionTokens, rope_index};
 use serde_json::Value as Json;
 
 use crate::media::planned_grids;
@@ -47,6 +47,9 @@ pub struct ProcessorOutput {
     /// Per video: the frames sampled and the rate they stand for.
     pub video_frame_indices: Vec<Vec<usize>>,
     pub video_sample_fps: Vec<f64>,
+    /// Per video: seconds per temporal patch, `temporal_patch_size / fps` (Qwen2.5-VL's
+    /// absolute time positions).
+    pub second_per_grid_ts: Vec<f64>,
 }
 
 impl ProcessorOutput {
@@ -65,6 +68,7 @@ impl ProcessorOutput {
             video_grid_thw: Vec::new(),
             video_frame_indices: Vec::new(),
             video_sample_fps: Vec::new(),
+            second_per_grid_ts: Vec::new(),
         }
     }
 
@@ -95,6 +99,7 @@ impl ProcessorOutput {
             image_grid_thw: self.image_grid_thw.clone(),
             pixel_values_videos: pixels(&self.pixel_values_videos, &self.video_grid_thw),
             video_grid_thw: self.video_grid_thw.clone(),
+            second_per_grid_ts: self.second_per_grid_ts.clone(),
         }
     }
 }
@@ -119,6 +124,9 @@ pub struct Processor {
     /// may make, counted from their declared sizes and sampled frame counts before any pixel
     /// is decoded ([`ProcessorError::MediaTokens`]); `None`: no limit.
     pub max_media_tokens: Option<usize>,
+    /// How the model this processor feeds numbers visual tokens (Qwen2-VL's M-RoPE unless
+    /// set from the model's config).
+    pub position_rule: PositionRule,
 }
 
 /// A per-frame pixel bound a video processor config sets (`min_pixels` or
@@ -144,6 +152,7 @@ impl Processor {
             media_root: PathBuf::from("."),
             decode_limit: DEFAULT_DECODE_LIMIT,
             max_media_tokens: None,
+            position_rule: PositionRule::MRope,
         }
     }
 
@@ -263,6 +272,12 @@ impl Processor {
             padding,
             &mut out,
         );
+        let temporal = self.video.temporal_patch_size as f64;
+        out.second_per_grid_ts = out
+            .video_sample_fps
+            .iter()
+            .map(|fps| temporal / fps)
+            .collect();
         let special = &self.tokenizer.special;
         let index = rope_index(
             &out.input_ids,
@@ -270,10 +285,12 @@ impl Processor {
             [out.batch, out.seq_len],
             &out.image_grid_thw,
             &out.video_grid_thw,
+            &out.second_per_grid_ts,
             VisionTokens {
                 image_token_id: i64::from(special.image_pad),
                 video_token_id: i64::from(special.video_pad),
                 spatial_merge_size: self.image.merge_size,
+                rule: self.position_rule,
             },
         )
         .map_err(ProcessorError::Fusion)?;

@@ -23,13 +23,14 @@ pub(super) fn sizes(config: &NuriConfig) -> Sizes {
     let kv = (t.num_key_value_heads * t.head_dim()) as f64;
     let per_layer = h * h * 2.0 + 2.0 * h * kv + 3.0 * h * i;
     let lm = l * per_layer + h * t.vocab_size as f64;
-    let v = &config.vision;
-    let e = v.embed_dim as f64;
-    let block = 4.0 * e * e + 2.0 * e * v.mlp_hidden() as f64;
-    let merged = v.merged_dim() as f64;
-    let merger = (merged * merged + merged * v.hidden_size as f64)
-        / (v.spatial_merge_size * v.spatial_merge_size) as f64;
-    let vit = v.depth as f64 * block + v.patch_dim() as f64 * e + merger;
+    let vit = config.vision.as_ref().map_or(0.0, |v| {
+        let e = v.embed_dim as f64;
+        let block = 4.0 * e * e + 2.0 * e * v.mlp_hidden() as f64;
+        let merged = v.merged_dim() as f64;
+        let merger = (merged * merged + merged * v.hidden_size as f64)
+            / (v.spatial_merge_size * v.spatial_merge_size) as f64;
+        v.depth as f64 * block + v.patch_dim() as f64 * e + merger
+    });
     Sizes { lm, vit }
 }
 
@@ -43,7 +44,7 @@ pub(super) fn random_images(
     side: usize,
     device: &Device,
 ) -> Result<(Tensor<2>, Vec<[usize; 3]>)> {
-    let v = &config.vision;
+    let v = config.vision()?;
     let factor = v.patch_size * v.spatial_merge_size;
     if !side.is_multiple_of(factor) {
         bail!("image side {side} is not a multiple of patch × merge = {factor} for this preset");
@@ -68,7 +69,7 @@ pub(super) fn image_text_batch(
     device: &Device,
 ) -> Result<(MultimodalInput, usize)> {
     let (pixels, grids) = random_images(config, batch, side, device)?;
-    let m = config.vision.spatial_merge_size;
+    let m = config.vision()?.spatial_merge_size;
     let pads = grids[0][1] * grids[0][2] / (m * m);
     let words = text_ids(config, batch * text);
     let mut ids = Vec::new();

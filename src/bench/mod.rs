@@ -194,7 +194,7 @@ impl Bench<'_> {
             Ok(())
         })?;
         let tokens = (o.batch * seq) as f64;
-        let g = o.image / config.vision.patch_size;
+        let g = o.image / config.vision()?.patch_size;
         let patches = (o.batch * g * g) as f64;
         Ok(Phase {
             name: "train step".into(),
@@ -226,7 +226,7 @@ impl Bench<'_> {
                 }
             };
             let seconds = time_runs(o.warmup, o.runs, || {
-                let out = model.model.visual.forward(pixels.clone(), &grids)?;
+                let out = model.encode_visual("image", pixels.clone(), &grids)?;
                 let _ = out.sum().into_scalar::<f32>();
                 Ok(())
             })?;

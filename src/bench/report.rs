@@ -78,14 +78,15 @@ pub(super) fn print_table(o: &BenchOptions, config: &NuriConfig, params: usize, 
         .find(|p| p.unit == "GFLOP")
         .map(|p| p.median() * 1e9);
     println!(
-        "nuri bench: preset {} ({:.2}M parameters; LM {}×{}, ViT {}×{}, patch {}), device {}, {} warm-up + {} measured runs",
+        "nuri bench: preset {} ({:.2}M parameters; LM {}×{}{}), device {}, {} warm-up + {} measured runs",
         o.preset,
         params as f64 / 1e6,
         config.text.num_hidden_layers,
         config.text.hidden_size,
-        config.vision.depth,
-        config.vision.embed_dim,
-        config.vision.patch_size,
+        config.vision.as_ref().map_or(String::new(), |v| format!(
+            ", ViT {}×{}, patch {}",
+            v.depth, v.embed_dim, v.patch_size
+        )),
         o.device,
         o.warmup,
         o.runs

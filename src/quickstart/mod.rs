@@ -189,7 +189,7 @@ fn make_tokenizer(o: &QuickstartOptions, data: &Path) -> Result<PathBuf> {
     let texts = texts_of(&data.join("train.jsonl"))?;
     let trained = train_tokenizer(&texts, o.vocab_size)?;
     save_tokenizer_dir(&trained.tokenizer, &tok_dir)?;
-    let patch = nuri_model::NuriConfig::quickstart().vision.patch_size;
+    let patch = nuri_model::VisionConfig::quickstart().patch_size;
     write_processor_configs(&tok_dir, patch)?;
     let (ko, en) = fertility(&trained.tokenizer, &texts)?;
     println!(

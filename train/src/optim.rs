@@ -57,14 +57,21 @@ fn ids_of<M: Module>(module: &M) -> Vec<ParamId> {
 
 /// Parameter ids of a group.
 pub fn group_params(model: &NuriModel, group: Group) -> Vec<ParamId> {
-    let visual = &model.model.visual;
+    let visual = model.model.visual.as_ref();
     match group {
-        Group::Vision => {
+        Group::Vision => visual.map_or_else(Vec::new, |visual| {
             let mut ids = ids_of(&visual.patch_embed);
             ids.extend(ids_of(&visual.blocks));
             ids
+        }),
+        // The merger, and the projector after it where the family has one.
+        Group::Merger => {
+            let mut ids = visual.map_or_else(Vec::new, |visual| ids_of(&visual.merger));
+            if let Some(projector) = &model.model.projector {
+                ids.extend(ids_of(projector));
+            }
+            ids
         }
-        Group::Merger => ids_of(&visual.merger),
         Group::Language => {
             let mut ids = ids_of(&model.model.language_model);
             if let Some(head) = &model.lm_head {

@@ -43,7 +43,10 @@ pub fn build(
     };
     let nuri = processor.fit_config(nuri);
     // The processor cuts pictures into the patches the model embeds.
-    let (p, v) = (&processor.image, &nuri.vision);
+    let p = &processor.image;
+    let v = nuri
+        .vision()
+        .map_err(|e| TrainError::Model(e.to_string()))?;
     if (p.patch_size, p.merge_size, p.temporal_patch_size)
         != (v.patch_size, v.spatial_merge_size, v.temporal_patch_size)
     {
@@ -92,12 +95,17 @@ pub fn init_model(
 /// Freezes the groups whose learning rate is 0 (no gradients are computed for them).
 pub(crate) fn freeze(mut model: NuriModel, config: &TrainConfig) -> NuriModel {
     let o = &config.optim;
-    if o.lr_vision == 0.0 {
-        model.model.visual.patch_embed = model.model.visual.patch_embed.no_grad();
-        model.model.visual.blocks = model.model.visual.blocks.no_grad();
+    if let Some(visual) = model.model.visual.as_mut() {
+        if o.lr_vision == 0.0 {
+            visual.patch_embed = visual.patch_embed.clone().no_grad();
+            visual.blocks = visual.blocks.clone().no_grad();
+        }
+        if o.lr_merger == 0.0 {
+            visual.merger = visual.merger.clone().no_grad();
+        }
     }
     if o.lr_merger == 0.0 {
-        model.model.visual.merger = model.model.visual.merger.no_grad();
+        model.model.projector = model.model.projector.map(Module::no_grad);
     }
     if o.lr == 0.0 {
         model.model.language_model = model.model.language_model.no_grad();

@@ -1,37 +1,61 @@
-//! LayerNorm with the reference's parameter names (`weight`, `bias`) and its epsilon.
+//! The vision tower's norms with the reference's parameter names (`weight`, `bias`) and
+//! epsilon: Qwen2-VL's LayerNorm, Qwen2.5-VL's RMSNorm.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-/// The epsilon of every LayerNorm in Qwen2-VL's vision tower.
+use crate::norm::RmsNorm;
+
+/// The epsilon of every norm in the Qwen2-VL and Qwen2.5-VL vision towers.
 pub const VISION_LAYER_NORM_EPS: f64 = 1e-6;
 
-/// Layer normalization over the last dimension with a learned affine map.
+/// A norm over the last dimension: LayerNorm when it has a `bias` (Qwen2-VL), RMSNorm when
+/// it has none (Qwen2.5-VL's `Qwen2RMSNorm`).
 #[derive(Module, Debug)]
-pub struct LayerNorm {
+pub struct VisionNorm {
     /// Scale, `[d]`.
     pub weight: Param<Tensor<1>>,
-    /// Shift, `[d]`.
-    pub bias: Param<Tensor<1>>,
+    /// Shift, `[d]` (LayerNorm only).
+    pub bias: Option<Param<Tensor<1>>>,
     pub epsilon: f64,
 }
 
-impl LayerNorm {
-    /// Identity-initialized norm over `d` features.
+/// The name the Qwen2-VL code has always used.
+pub type LayerNorm = VisionNorm;
+
+impl VisionNorm {
+    /// Identity-initialized LayerNorm over `d` features.
     pub fn new(d: usize, epsilon: f64, device: &Device) -> Self {
         Self {
             weight: Param::from_tensor(Tensor::ones([d], device)),
-            bias: Param::from_tensor(Tensor::zeros([d], device)),
+            bias: Some(Param::from_tensor(Tensor::zeros([d], device))),
             epsilon,
         }
     }
 
-    /// `(x - mean) / sqrt(var + eps) * weight + bias`, with the biased variance.
+    /// Identity-initialized RMSNorm over `d` features.
+    pub fn rms(d: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([d], device)),
+            bias: None,
+            epsilon,
+        }
+    }
+
+    /// LayerNorm: `(x - mean) / sqrt(var + eps) * weight + bias`, with the biased variance;
+    /// RMSNorm: `x / sqrt(mean(x²) + eps) * weight`, statistics in fp32.
     ///
     /// # Shapes
     /// - `x`: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        nuri_kernels::layer_norm(x, self.weight.val(), self.bias.val(), self.epsilon)
+        match &self.bias {
+            Some(bias) => nuri_kernels::layer_norm(x, self.weight.val(), bias.val(), self.epsilon),
+            None => RmsNorm {
+                weight: self.weight.clone(),
+                epsilon: self.epsilon,
+            }
+            .forward(x),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ pub mod projector;
 pub mod rope2d;
 pub mod vit;
 
-pub use config::{VisionConfig, VisionError, count_patches};
-pub use layer_norm::LayerNorm;
+pub use config::{VisionConfig, VisionError, VisionVariant, count_patches};
+pub use layer_norm::{LayerNorm, VisionNorm};
 pub use projector::PatchMerger;
 pub use vit::VisionTransformer;

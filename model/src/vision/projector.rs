@@ -7,8 +7,8 @@ use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use super::VisionConfig;
-use super::layer_norm::{LayerNorm, VISION_LAYER_NORM_EPS};
+use super::layer_norm::{VISION_LAYER_NORM_EPS, VisionNorm};
+use super::{VisionConfig, VisionVariant};
 use crate::init::linear;
 
 /// Merges `spatial_merge_size²` neighbouring patches into one language-model token.
@@ -17,7 +17,8 @@ use crate::init::linear;
 /// GELU at index 1); the weight import table maps them to `fc1` / `fc2`.
 #[derive(Module, Debug)]
 pub struct PatchMerger {
-    pub ln_q: LayerNorm,
+    /// LayerNorm (Qwen2-VL) or RMSNorm (Qwen2.5-VL).
+    pub ln_q: VisionNorm,
     pub fc1: Linear,
     pub fc2: Linear,
     pub merge_area: usize,
@@ -28,7 +29,14 @@ impl PatchMerger {
     pub fn new(config: &VisionConfig, device: &Device) -> Self {
         let merged = config.merged_dim();
         Self {
-            ln_q: LayerNorm::new(config.embed_dim, VISION_LAYER_NORM_EPS, device),
+            ln_q: match config.variant {
+                VisionVariant::Qwen2Vl => {
+                    VisionNorm::new(config.embed_dim, VISION_LAYER_NORM_EPS, device)
+                }
+                VisionVariant::Qwen2_5Vl => {
+                    VisionNorm::rms(config.embed_dim, VISION_LAYER_NORM_EPS, device)
+                }
+            },
             fc1: linear(merged, merged, true, device),
             fc2: linear(merged, config.hidden_size, true, device),
             merge_area: config.spatial_merge_size * config.spatial_merge_size,

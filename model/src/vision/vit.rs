@@ -2,17 +2,23 @@
 //! a tubelet embedding, pre-norm blocks with 2D rotary attention and a QuickGELU MLP, and the
 //! patch merger. Attention never crosses from one temporal slice of one image or video to
 //! another: the reference's `cu_seqlens` cut the patches into `h·w` runs, one per slice.
+//!
+//! Qwen2.5-VL's tower (`Qwen2_5_VisionTransformerPretrainedModel`; also EXAONE 4.5's, with
+//! grouped key/value heads, and HyperCLOVA X Vision's) uses RMSNorm and a SiLU-gated MLP, and
+//! attends within windows of `window_size` pixels except in `fullatt_block_indexes`: the
+//! merged tokens are reordered window by window before the blocks ([`window_order`]) and put
+//! back after them.
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
-use super::config::{VisionConfig, VisionError, count_patches};
-use super::layer_norm::{LayerNorm, VISION_LAYER_NORM_EPS};
+use super::config::{VisionConfig, VisionError, VisionVariant, count_patches};
+use super::layer_norm::{VISION_LAYER_NORM_EPS, VisionNorm};
 use super::projector::PatchMerger;
 use super::rope2d::{patch_positions, vision_rotary_tables};
 use crate::init::{linear, normal_init};
-use nuri_kernels::attend;
+use nuri_kernels::attend_grouped;
 
 /// The reference's `Conv3d(C, embed, kernel = stride = (T, P, P), bias = False)`. Its kernel
 /// covers each tubelet exactly once, so it is a linear map of the flattened tubelet; the
@@ -64,12 +70,14 @@ pub struct PatchLayout {
     pub segments: Vec<usize>,
 }
 
-/// Multi-head self-attention of the vision tower, with a fused q/k/v projection.
+/// Multi-head self-attention of the vision tower, with a fused q/k/v projection
+/// (`[q; k; v]`, the keys and values over `num_kv_heads` heads).
 #[derive(Module, Debug)]
 pub struct VisionAttention {
     pub qkv: Linear,
     pub proj: Linear,
     pub num_heads: usize,
+    pub num_kv_heads: usize,
 }
 
 impl VisionAttention {
@@ -80,19 +88,23 @@ impl VisionAttention {
     pub fn forward(&self, x: Tensor<2>, layout: &PatchLayout) -> Tensor<2> {
         let PatchLayout { cos, sin, segments } = layout;
         let [n, d] = x.dims();
-        let h = self.num_heads;
+        let (h, kvh) = (self.num_heads, self.num_kv_heads);
         let hd = d / h;
-        let qkv = self.qkv.forward(x).reshape([n, 3, h, hd]); // [n, 3, h, hd]
-        let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([n, h, hd]);
+        let qkv = self.qkv.forward(x); // [n, (h + 2 kvh) · hd]
+        let part = |start: usize, heads: usize| {
+            qkv.clone()
+                .narrow(1, start * hd, heads * hd)
+                .reshape([n, heads, hd])
+        };
         // In fp32 whatever the model's dtype, then back (as the reference does).
         let rotate = |t: Tensor<3>| {
             let dtype = t.dtype();
             let t = t.cast(DType::F32);
             nuri_kernels::rope(t, cos.clone(), sin.clone()).cast(dtype)
         };
-        let q = rotate(part(0)).swap_dims(0, 1); // [h, n, hd]
-        let k = rotate(part(1)).swap_dims(0, 1);
-        let v = part(2).swap_dims(0, 1);
+        let q = rotate(part(0, h)).swap_dims(0, 1); // [h, n, hd]
+        let k = rotate(part(h, kvh)).swap_dims(0, 1); // [kvh, n, hd]
+        let v = part(h + kvh, kvh).swap_dims(0, 1);
         // Consecutive runs of equal length (the frames of a video, a batch of same-size
         // images) go through one batched attention call.
         let mut outputs = Vec::with_capacity(segments.len());
@@ -102,13 +114,13 @@ impl VisionAttention {
             let len = segments[i];
             let runs = segments[i..].iter().take_while(|&&l| l == len).count();
             let span = runs * len;
-            let group = |t: &Tensor<3>| {
+            let group = |t: &Tensor<3>, heads: usize| {
                 t.clone()
                     .narrow(1, start, span)
-                    .reshape([h, runs, len, hd])
-                    .swap_dims(0, 1) // [runs, h, len, hd]
+                    .reshape([heads, runs, len, hd])
+                    .swap_dims(0, 1) // [runs, heads, len, hd]
             };
-            let out = attend(group(&q), group(&k), group(&v), None, false); // [runs, h, len, hd]
+            let out = attend_grouped(group(&q, h), group(&k, kvh), group(&v, kvh), None, false); // [runs, h, len, hd]
             outputs.push(out.swap_dims(0, 1).reshape([h, span, hd]));
             start += span;
             i += runs;
@@ -119,11 +131,50 @@ impl VisionAttention {
     }
 }
 
-/// The block's MLP: `fc2(quick_gelu(fc1(x)))`.
+/// The block's MLP: `fc2(quick_gelu(fc1(x)))` (Qwen2-VL), or
+/// `down_proj(silu(gate_proj(x)) · up_proj(x))` with biases (Qwen2.5-VL); the variant's
+/// layers are present, the other's are `None`.
 #[derive(Module, Debug)]
 pub struct VisionMlp {
-    pub fc1: Linear,
-    pub fc2: Linear,
+    pub fc1: Option<Linear>,
+    pub fc2: Option<Linear>,
+    pub gate_proj: Option<Linear>,
+    pub up_proj: Option<Linear>,
+    pub down_proj: Option<Linear>,
+}
+
+impl VisionMlp {
+    fn new(config: &VisionConfig, device: &Device) -> Self {
+        let (d, inner) = (config.embed_dim, config.mlp_hidden());
+        let qwen2 = config.variant == VisionVariant::Qwen2Vl;
+        let layer = |on: bool, i: usize, o: usize| on.then(|| linear(i, o, true, device));
+        Self {
+            fc1: layer(qwen2, d, inner),
+            fc2: layer(qwen2, inner, d),
+            gate_proj: layer(!qwen2, d, inner),
+            up_proj: layer(!qwen2, d, inner),
+            down_proj: layer(!qwen2, inner, d),
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[n, embed]` → `[n, embed]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        match (
+            &self.fc1,
+            &self.fc2,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ) {
+            (Some(fc1), Some(fc2), ..) => fc2.forward(quick_gelu(fc1.forward(x))),
+            (_, _, Some(gate), Some(up), Some(down)) => {
+                let gated = nuri_kernels::swiglu(gate.forward(x.clone()), up.forward(x));
+                down.forward(gated)
+            }
+            _ => unreachable!("a vision MLP is built with one variant's layers"),
+        }
+    }
 }
 
 /// QuickGELU, `x · σ(1.702 x)` (the reference config's `hidden_act`).
@@ -134,8 +185,8 @@ fn quick_gelu(x: Tensor<2>) -> Tensor<2> {
 /// One pre-norm transformer block.
 #[derive(Module, Debug)]
 pub struct VisionBlock {
-    pub norm1: LayerNorm,
-    pub norm2: LayerNorm,
+    pub norm1: VisionNorm,
+    pub norm2: VisionNorm,
     pub attn: VisionAttention,
     pub mlp: VisionMlp,
 }
@@ -143,18 +194,21 @@ pub struct VisionBlock {
 impl VisionBlock {
     fn new(config: &VisionConfig, device: &Device) -> Self {
         let d = config.embed_dim;
+        let norm = || match config.variant {
+            VisionVariant::Qwen2Vl => VisionNorm::new(d, VISION_LAYER_NORM_EPS, device),
+            VisionVariant::Qwen2_5Vl => VisionNorm::rms(d, VISION_LAYER_NORM_EPS, device),
+        };
+        let kv_width = config.kv_heads() * config.head_dim();
         Self {
-            norm1: LayerNorm::new(d, VISION_LAYER_NORM_EPS, device),
-            norm2: LayerNorm::new(d, VISION_LAYER_NORM_EPS, device),
+            norm1: norm(),
+            norm2: norm(),
             attn: VisionAttention {
-                qkv: linear(d, 3 * d, true, device),
+                qkv: linear(d, d + 2 * kv_width, true, device),
                 proj: linear(d, d, true, device),
                 num_heads: config.num_heads,
+                num_kv_heads: config.kv_heads(),
             },
-            mlp: VisionMlp {
-                fc1: linear(d, config.mlp_hidden(), true, device),
-                fc2: linear(config.mlp_hidden(), d, true, device),
-            },
+            mlp: VisionMlp::new(config, device),
         }
     }
 
@@ -162,9 +216,36 @@ impl VisionBlock {
     /// - `x`: `[n, embed]` → `[n, embed]`
     pub fn forward(&self, x: Tensor<2>, layout: &PatchLayout) -> Tensor<2> {
         let x = x.clone() + self.attn.forward(self.norm1.forward(x), layout);
-        let hidden = self.mlp.fc1.forward(self.norm2.forward(x.clone()));
-        x + self.mlp.fc2.forward(quick_gelu(hidden))
+        x.clone() + self.mlp.forward(self.norm2.forward(x))
     }
+}
+
+/// Qwen2.5-VL's window order (`get_window_index`): the merged tokens of each temporal slice
+/// regrouped window by window (windows of `window` × `window` merged tokens, row-major,
+/// tokens row-major inside; edge windows are smaller), as indices into the processor's order,
+/// and the number of merged tokens in each window.
+pub fn window_order(grids: &[[usize; 3]], merge: usize, window: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut order = Vec::new();
+    let mut sizes = Vec::new();
+    let mut offset = 0;
+    for &[t, h, w] in grids {
+        let (rows, cols) = (h / merge, w / merge);
+        for ti in 0..t {
+            for wy in (0..rows).step_by(window) {
+                for wx in (0..cols).step_by(window) {
+                    let before = order.len();
+                    for y in wy..(wy + window).min(rows) {
+                        for x in wx..(wx + window).min(cols) {
+                            order.push(offset + (ti * rows + y) * cols + x);
+                        }
+                    }
+                    sizes.push(order.len() - before);
+                }
+            }
+        }
+        offset += t * rows * cols;
+    }
+    (order, sizes)
 }
 
 /// The vision tower with its merger.
@@ -176,6 +257,10 @@ pub struct VisionTransformer {
     pub spatial_merge_size: usize,
     pub patch_dim: usize,
     pub head_dim: usize,
+    /// Side of an attention window in merged tokens; 0: every block sees whole frames.
+    pub window: usize,
+    /// Blocks that see whole frames when the others see windows.
+    pub fullatt_block_indexes: Vec<usize>,
 }
 
 impl VisionTransformer {
@@ -191,6 +276,8 @@ impl VisionTransformer {
             spatial_merge_size: config.spatial_merge_size,
             patch_dim: config.patch_dim(),
             head_dim: config.head_dim(),
+            window: config.window_tokens(),
+            fullatt_block_indexes: config.fullatt_block_indexes.clone(),
         })
     }
 
@@ -217,19 +304,54 @@ impl VisionTransformer {
             return Err(VisionError::PatchCount { expected, got: n });
         }
         let device = pixel_values.device();
-        let (cos, sin) =
-            vision_rotary_tables(&patch_positions(grids, merge), self.head_dim, &device);
+        let mut positions = patch_positions(grids, merge);
         // One attention run per temporal slice of each grid (the reference's cu_seqlens).
-        let segments = grids
+        let frames: Vec<usize> = grids
             .iter()
             .flat_map(|&[t, h, w]| std::iter::repeat_n(h * w, t))
             .collect();
-        let layout = PatchLayout { cos, sin, segments };
         // Pixels arrive in fp32; the tower may be in bf16.
-        let pixel_values = pixel_values.cast(self.patch_embed.proj.weight.val().dtype());
+        let mut pixel_values = pixel_values.cast(self.patch_embed.proj.weight.val().dtype());
+        let unit = merge * merge;
+        let windows = (self.window > 0).then(|| {
+            // Rows regrouped window by window (whole merged tokens move together); a frame's
+            // tokens stay within the frame, so the frame runs still hold.
+            let (order, sizes) = window_order(grids, merge, self.window);
+            let rows: Vec<usize> = order
+                .iter()
+                .flat_map(|&token| token * unit..(token + 1) * unit)
+                .collect();
+            let sizes: Vec<usize> = sizes.into_iter().map(|s| s * unit).collect();
+            (rows, sizes)
+        });
+        if let Some((rows, _)) = &windows {
+            positions = rows.iter().map(|&r| positions[r]).collect();
+            pixel_values = pixel_values.select(0, index_tensor(rows, &device));
+        }
+        let (cos, sin) = vision_rotary_tables(&positions, self.head_dim, &device);
+        let full = PatchLayout {
+            cos,
+            sin,
+            segments: frames,
+        };
+        let windowed = windows.as_ref().map(|(_, sizes)| PatchLayout {
+            segments: sizes.clone(),
+            ..full.clone()
+        });
         let mut x = self.patch_embed.forward(pixel_values);
-        for block in &self.blocks {
-            x = block.forward(x, &layout);
+        for (index, block) in self.blocks.iter().enumerate() {
+            let layout = match &windowed {
+                Some(windowed) if !self.fullatt_block_indexes.contains(&index) => windowed,
+                _ => &full,
+            };
+            x = block.forward(x, layout);
+        }
+        if let Some((rows, _)) = windows {
+            let mut inverse = vec![0; rows.len()];
+            for (i, &r) in rows.iter().enumerate() {
+                inverse[r] = i;
+            }
+            x = x.select(0, index_tensor(&inverse, &device));
         }
         Ok(x)
     }
@@ -248,6 +370,11 @@ impl VisionTransformer {
             .merger
             .forward(self.encode_patches(pixel_values, grids)?))
     }
+}
+
+fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let values = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
 }
 
 #[cfg(test)]
