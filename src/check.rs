@@ -14,7 +14,8 @@ use crate::cli::Preset;
 /// `nuri check`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    #[arg(long, value_enum, default_value = "tiny")]
+    /// A configuration's language model (see `nuri config --help` for the names).
+    #[arg(long, default_value = "tiny")]
     preset: Preset,
     /// cpu, wgpu or cuda (the last two need the Cargo feature of the same name).
     #[arg(long, default_value = "cpu")]
@@ -48,7 +49,7 @@ impl CheckArgs {
             seed: self.seed,
         };
         let report = run_check(&self.preset.config(), shape, &device)
-            .with_context(|| format!("building the {:?} model", self.preset))?;
+            .with_context(|| format!("building the {} model", self.preset.name))?;
         println!("device            {}", self.device);
         println!("parameters        {}", report.params);
         println!(

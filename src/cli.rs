@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::tensor::{DType, Device};
-use clap::ValueEnum;
 use nuri_infer::SamplingParams;
-use nuri_model::{TextConfig, load_pretrained, save_pretrained};
+use nuri_model::{NuriConfig, TextConfig, load_pretrained, save_pretrained};
 
 use crate::DeviceChoice;
 
@@ -74,26 +73,42 @@ impl ModelArgs {
     }
 }
 
-/// Language-model configurations by name.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Preset {
-    /// The 2-layer test model.
-    Tiny,
-    /// Qwen2-VL-2B's language model.
-    #[value(name = "qwen2-vl-2b")]
-    Qwen2Vl2b,
-    /// Qwen2-VL-7B's language model.
-    #[value(name = "qwen2-vl-7b")]
-    Qwen2Vl7b,
+/// A model configuration by name: our presets (`tiny`, `quickstart`, `small-100m`) and the
+/// published checkpoints' (`nuri_model::presets::PUBLISHED`).
+#[derive(Debug, Clone)]
+pub struct Preset {
+    pub name: String,
+    pub config: nuri_model::NuriConfig,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        NuriConfig::preset(name)
+            .or_else(|| nuri_model::presets::published(name))
+            .map(|config| Preset {
+                name: name.to_string(),
+                config,
+            })
+            .ok_or_else(|| format!("unknown preset '{name}' (known: {})", Preset::names()))
+    }
 }
 
 impl Preset {
-    pub fn config(self) -> TextConfig {
-        match self {
-            Preset::Tiny => TextConfig::tiny(),
-            Preset::Qwen2Vl2b => TextConfig::qwen2_vl_2b(),
-            Preset::Qwen2Vl7b => TextConfig::qwen2_vl_7b(),
-        }
+    /// Every name, comma-separated.
+    pub fn names() -> String {
+        NuriConfig::PRESETS
+            .iter()
+            .chain(nuri_model::presets::PUBLISHED.iter())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The language model's configuration.
+    pub fn config(&self) -> TextConfig {
+        self.config.text.clone()
     }
 }
 
@@ -104,16 +119,27 @@ pub fn devices() {
     }
 }
 
-/// `nuri config`: a preset's language-model configuration as JSON.
+/// `nuri config`: a configuration's `config.json` and its size.
 #[derive(clap::Args, Debug)]
 pub struct ConfigArgs {
-    #[arg(long, value_enum, default_value = "tiny")]
+    /// tiny, quickstart, small-100m, or a published checkpoint's: qwen2-vl-2b, qwen2-vl-7b,
+    /// qwen2.5-vl-3b, qwen2.5-vl-7b, exaone-4.5-33b, exaone-4.0-1.2b,
+    /// hyperclovax-seed-think-32b.
+    #[arg(long, default_value = "tiny")]
     preset: Preset,
 }
 
 impl ConfigArgs {
+    /// Prints the `config.json` a checkpoint of this configuration has (stdout) and its
+    /// parameter count and weight memory (stderr).
     pub fn run(self) -> Result<()> {
-        println!("{}", serde_json::to_string_pretty(&self.preset.config())?);
+        let config = &self.preset.config;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&nuri_model::hf_config_json(config))?
+        );
+        let counts = nuri_model::ParameterCounts::of(config)?;
+        eprintln!("{}", counts.summary(&self.preset.name));
         Ok(())
     }
 }

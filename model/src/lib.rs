@@ -19,6 +19,7 @@ pub mod mask;
 pub mod mlp;
 pub mod multimodal;
 pub mod norm;
+pub mod presets;
 pub mod rope;
 pub mod rope_index;
 pub mod vision;
@@ -37,6 +38,7 @@ pub use mask::{
 pub use mlp::{Mlp, MlpConfig};
 pub use multimodal::{ModelError, MultimodalInput, NuriBody, NuriConfig, NuriModel, Prefill};
 pub use norm::RmsNorm;
+pub use presets::{PUBLISHED, ParameterCounts};
 pub use rope::MultimodalRotary;
 pub use rope_index::{FusionError, PositionRule, RopeIndex, VisionTokens, rope_index};
 pub use vision::{PatchMerger, VisionConfig, VisionError, VisionTransformer, VisionVariant};
