@@ -205,7 +205,11 @@ mod tests {
         for name in PUBLISHED {
             let config = published(name).expect("known");
             config.text.validate().expect(name);
-            assert_eq!(config.vision.is_some(), config.family.has_vision(), "{name}");
+            assert_eq!(
+                config.vision.is_some(),
+                config.family.has_vision(),
+                "{name}"
+            );
             if let Some(vision) = &config.vision {
                 vision.validate().expect(name);
             }

@@ -99,14 +99,333 @@ fn python_json(value: &Json, indent: Option<usize>, depth: usize, out: &mut Stri
     }
 }
 
+/// transformers' `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=None,
+/// separators=None, sort_keys=False)`, each overridable by keyword.
 fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, JinjaError> {
     let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let separators: Option<Value> = kwargs.get("separators")?;
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value)
+    let mut json = serde_json::to_value(&value)
         .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    if sort_keys == Some(true) {
+        json = sorted_keys(json);
+    }
     let mut out = String::new();
     python_json(&json, indent, 0, &mut out);
+    if let Some(separators) = separators.filter(|s| !s.is_none()) {
+        // Only the compact form `(",", ":")` is in use; other separators are refused.
+        let parts: Vec<String> = separators
+            .try_iter()?
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect();
+        if parts != [",", ":"] {
+            return Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!("tojson: separators {parts:?} are not supported"),
+            ));
+        }
+        out = serde_json::to_string(&json).expect("a JSON value serializes");
+    }
+    if ensure_ascii == Some(true) {
+        out = out
+            .chars()
+            .map(|c| {
+                if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    c.encode_utf16(&mut [0; 2])
+                        .iter()
+                        .map(|u| format!("\\u{u:04x}"))
+                        .collect()
+                }
+            })
+            .collect();
+    }
     Ok(Value::from_safe_string(out))
+}
+
+fn sorted_keys(json: Json) -> Json {
+    match json {
+        Json::Object(map) => {
+            let mut entries: Vec<(String, Json)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Json::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        Json::Array(items) => Json::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
+    }
+}
+
+/// Python's `str % arg` for the one-argument formats templates use (`%s`, `%d`, `%02d`,
+/// `%%`): registered as the `pyformat` filter, which [`python_percent`] rewrites `'…' % x`
+/// into (minijinja's `%` is numeric only).
+fn pyformat(format: String, arg: Value) -> Result<String, JinjaError> {
+    let mut out = String::new();
+    let mut chars = format.chars().peekable();
+    let mut used = false;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut spec = String::new();
+        while let Some(&d) = chars.peek() {
+            if d.is_ascii_digit() || d == '-' {
+                spec.push(d);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let kind = chars
+            .next()
+            .ok_or_else(|| JinjaError::new(ErrorKind::InvalidOperation, "incomplete % format"))?;
+        let text = match kind {
+            '%' => {
+                out.push('%');
+                continue;
+            }
+            's' => python_str(&arg),
+            'd' | 'i' => {
+                let n = i64::try_from(arg.clone()).map_err(|_| {
+                    JinjaError::new(
+                        ErrorKind::InvalidOperation,
+                        "%d format: a number is required",
+                    )
+                })?;
+                n.to_string()
+            }
+            other => {
+                return Err(JinjaError::new(
+                    ErrorKind::InvalidOperation,
+                    format!("% format `{other}` is not supported"),
+                ));
+            }
+        };
+        used = true;
+        let zero = spec.starts_with('0');
+        let width: usize = spec.trim_start_matches(['0', '-']).parse().unwrap_or(0);
+        let pad = width.saturating_sub(text.chars().count());
+        if spec.starts_with('-') {
+            out.push_str(&text);
+            out.push_str(&" ".repeat(pad));
+        } else if zero {
+            let (sign, digits) = text
+                .strip_prefix('-')
+                .map_or(("", text.as_str()), |d| ("-", d));
+            out.push_str(sign);
+            out.push_str(&"0".repeat(pad));
+            out.push_str(digits);
+        } else {
+            out.push_str(&" ".repeat(pad));
+            out.push_str(&text);
+        }
+    }
+    if !used {
+        return Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            "not all arguments converted during string formatting",
+        ));
+    }
+    Ok(out)
+}
+
+/// Rewrites `'fmt' % name` (a string literal formatted with one variable, as Python's `%`)
+/// into `('fmt' | pyformat(name))` before compiling.
+fn python_percent(source: &str) -> String {
+    let bytes = source.as_bytes();
+    let mut out = String::with_capacity(source.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let quote = bytes[i];
+        if quote != b'\'' && quote != b'"' {
+            let c = source[i..].chars().next().expect("in bounds");
+            out.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        // A string literal: find its end.
+        let mut j = i + 1;
+        while j < bytes.len() && bytes[j] != quote {
+            j += if bytes[j] == b'\\' { 2 } else { 1 };
+        }
+        let end = (j + 1).min(bytes.len());
+        let literal = &source[i..end];
+        // Then ` % name` (not `%}`: a tag's end).
+        let mut k = end;
+        while k < bytes.len() && bytes[k] == b' ' {
+            k += 1;
+        }
+        let is_percent = k < bytes.len() && bytes[k] == b'%';
+        let mut m = k + 1;
+        while is_percent && m < bytes.len() && bytes[m] == b' ' {
+            m += 1;
+        }
+        let name_start = m;
+        if is_percent {
+            m = operand_end(bytes, m);
+        }
+        if is_percent
+            && m > name_start
+            && (bytes[name_start].is_ascii_alphabetic() || bytes[name_start] == b'_')
+        {
+            out.push_str(&format!(
+                "({literal} | pyformat({}))",
+                &source[name_start..m]
+            ));
+            i = m;
+        } else {
+            out.push_str(literal);
+            i = end;
+        }
+    }
+    out
+}
+
+/// The end of the operand of `%` starting at `start`: a name with attributes (`.x`),
+/// subscripts (`[…]`) and argument-less filters (`| length`).
+fn operand_end(bytes: &[u8], start: usize) -> usize {
+    let ident = |mut i: usize| {
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        i
+    };
+    let mut m = ident(start);
+    if m == start {
+        return start;
+    }
+    loop {
+        let mut k = m;
+        while k < bytes.len() && bytes[k] == b' ' {
+            k += 1;
+        }
+        match bytes.get(m) {
+            Some(b'.') if ident(m + 1) > m + 1 => m = ident(m + 1),
+            Some(b'[') => {
+                let mut depth = 0;
+                let mut j = m;
+                while j < bytes.len() {
+                    match bytes[j] {
+                        b'[' => depth += 1,
+                        b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                if j >= bytes.len() {
+                    return m;
+                }
+                m = j + 1;
+            }
+            _ if bytes.get(k) == Some(&b'|') => {
+                let mut f = k + 1;
+                while f < bytes.len() && bytes[f] == b' ' {
+                    f += 1;
+                }
+                let end = ident(f);
+                if end == f {
+                    return m;
+                }
+                m = end;
+            }
+            _ => return m,
+        }
+    }
+}
+
+/// Python's `repr` of a string: single quotes unless the text has one and no double quote.
+fn python_repr_str(s: &str, out: &mut String) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+}
+
+/// Python's `repr` of a value (lists and dicts print their items this way).
+fn python_repr(value: &Value, out: &mut String) {
+    use minijinja::value::ValueKind;
+    match value.kind() {
+        ValueKind::String => python_repr_str(value.as_str().unwrap_or_default(), out),
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            for (i, item) in value.try_iter().into_iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(&item, out);
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            for (i, key) in value.try_iter().into_iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(&key, out);
+                out.push_str(": ");
+                python_repr(&value.get_item(&key).unwrap_or_default(), out);
+            }
+            out.push('}');
+        }
+        _ => out.push_str(&python_str(value)),
+    }
+}
+
+/// Python's `str()` of a value, which is how Jinja2 prints `{{ x }}`: `True`, `None`, a
+/// float with its `.0`, lists and dicts as their repr.
+fn python_str(value: &Value) -> String {
+    use minijinja::value::ValueKind;
+    match value.kind() {
+        ValueKind::Undefined => String::new(),
+        ValueKind::None => "None".into(),
+        ValueKind::Bool => if value.is_true() { "True" } else { "False" }.into(),
+        ValueKind::String => value.as_str().unwrap_or_default().to_string(),
+        ValueKind::Number => match f64::try_from(value.clone()) {
+            Ok(f) if value.as_i64().is_none() && f.fract() == 0.0 && f.abs() < 1e16 => {
+                format!("{f:.1}")
+            }
+            _ => value.to_string(),
+        },
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
+            let mut out = String::new();
+            python_repr(value, &mut out);
+            out
+        }
+        _ => value.to_string(),
+    }
 }
 
 impl ChatTemplate {
@@ -121,6 +440,14 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", tojson);
+        env.add_filter("pyformat", pyformat);
+        // Jinja2 prints values as Python's str() does.
+        env.set_formatter(|out, _state, value| {
+            out.write_str(&python_str(value))
+                .map_err(|e| JinjaError::new(ErrorKind::WriteFailure, e.to_string()))
+        });
+        // Jinja2 reads templates with universal newlines.
+        let source_text = python_percent(&source_text.replace("\r\n", "\n"));
         env.add_template_owned(NAME, source_text)
             .map_err(|e| ProcessorError::Template {
                 source_name: source.to_string(),
@@ -184,7 +511,11 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` (a JSON array of `{role, content}`); `extra` adds variables (special
-    /// tokens, `add_vision_id`, `tools`, ...).
+    /// tokens, `add_vision_id`, `tools`, template keyword arguments such as
+    /// `enable_thinking`). As transformers' `apply_chat_template`: keys whose value is null are
+    /// dropped from each message, a turn's `reasoning_content` / `thinking` / `reasoning`
+    /// (the first set) is given under both `reasoning_content` and `thinking`, and `tools` and
+    /// `documents` are always defined (null when not given).
     pub fn render(
         &self,
         messages: &Json,
@@ -192,11 +523,14 @@ impl ChatTemplate {
         extra: &serde_json::Map<String, Json>,
     ) -> Result<String, ProcessorError> {
         let mut ctx = extra.clone();
-        ctx.insert("messages".into(), messages.clone());
+        ctx.insert("messages".into(), normalize_messages(messages));
         ctx.insert(
             "add_generation_prompt".into(),
             Json::Bool(add_generation_prompt),
         );
+        for key in ["tools", "documents"] {
+            ctx.entry(key).or_insert(Json::Null);
+        }
         let template = self
             .env
             .get_template(NAME)
@@ -208,6 +542,36 @@ impl ChatTemplate {
                 message: format!("{e:#}"),
             })
     }
+}
+
+/// transformers' message normalization before rendering (`_normalize_chat_messages`,
+/// `_alias_reasoning_fields`).
+fn normalize_messages(messages: &Json) -> Json {
+    let Json::Array(items) = messages else {
+        return messages.clone();
+    };
+    let normalized = items
+        .iter()
+        .map(|message| {
+            let Json::Object(map) = message else {
+                return message.clone();
+            };
+            let mut map: serde_json::Map<String, Json> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let reasoning = ["reasoning_content", "thinking", "reasoning"]
+                .iter()
+                .find_map(|k| map.get(*k).cloned());
+            if let Some(reasoning) = reasoning {
+                map.entry("thinking").or_insert_with(|| reasoning.clone());
+                map.insert("reasoning_content".into(), reasoning);
+            }
+            Json::Object(map)
+        })
+        .collect();
+    Json::Array(normalized)
 }
 
 impl std::fmt::Display for TemplateSource {
@@ -271,6 +635,46 @@ mod tests {
         assert!(err.to_string().contains("only user turns"), "{err}");
         let err = render("{% for %}", serde_json::json!([])).unwrap_err();
         assert!(matches!(err, ProcessorError::Template { .. }), "{err}");
+    }
+
+    #[test]
+    fn values_print_as_python_str_and_percent_formats_like_python() {
+        let out = render(
+            "{{ messages[0] }}|{{ true }}|{{ none }}|{{ 2.0 }}|{{ 'id_%02d' % messages|length }}|{{ \"%s!\" % messages[0].role }}",
+            serde_json::json!([{"role": "user", "content": ["it's", "a\nb"], "n": 1}]),
+        )
+        .expect("renders");
+        assert_eq!(
+            out,
+            "{'role': 'user', 'content': [\"it's\", 'a\\nb'], 'n': 1}|True|None|2.0|id_01|user!"
+        );
+        // `%}` ends a tag; it is not a format.
+        let out = render("{% set x = 'a' %}{{ x }}", serde_json::json!([])).expect("renders");
+        assert_eq!(out, "a");
+    }
+
+    #[test]
+    fn tojson_takes_python_keywords() {
+        let messages = serde_json::json!([{"b": "한", "a": [1, 2]}]);
+        let out = render(
+            "{{ messages[0] | tojson(ensure_ascii=False) }} {{ messages[0] | tojson(ensure_ascii=True, sort_keys=True) }} {{ messages[0] | tojson(separators=(',', ':')) }}",
+            messages,
+        )
+        .expect("renders");
+        assert_eq!(
+            out,
+            r#"{"b": "한", "a": [1, 2]} {"a": [1, 2], "b": "\ud55c"} {"b":"한","a":[1,2]}"#
+        );
+    }
+
+    #[test]
+    fn null_message_fields_are_dropped_and_reasoning_is_aliased() {
+        let out = render(
+            "{% for m in messages %}{{ m.content is defined }} {{ m.reasoning_content }} {{ m.thinking }} {{ tools }}{% endfor %}",
+            serde_json::json!([{"role": "assistant", "content": null, "reasoning": "why"}]),
+        )
+        .expect("renders");
+        assert_eq!(out, "False why why None");
     }
 
     #[test]
