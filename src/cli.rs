@@ -56,7 +56,8 @@ impl SamplingArgs {
 /// Where the model comes from and on which device it runs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A checkpoint directory (Hugging Face Qwen2-VL layout, or a Nuri run directory).
+    /// A checkpoint directory (Hugging Face layout of Qwen2-VL, Qwen2.5-VL, EXAONE 4.5 / 4.0 or
+    /// HyperCLOVA X Vision / text; or a Nuri run directory).
     #[arg(long)]
     pub model: PathBuf,
     #[arg(long, default_value = "cpu")]
@@ -144,7 +145,7 @@ impl ConfigArgs {
     }
 }
 
-/// `nuri convert`: load a Hugging Face Qwen2-VL checkpoint directory strictly and write it
+/// `nuri convert`: load a Hugging Face checkpoint directory of any family strictly and write it
 /// back out as transformers lays it out.
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {

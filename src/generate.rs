@@ -1,5 +1,5 @@
 //! `nuri generate` and `nuri chat`: a checkpoint directory (a Nuri run's `final/`, the run
-//! directory itself, or any Hugging Face Qwen2-VL directory) answering questions about
+//! directory itself, or a Hugging Face checkpoint directory of any supported family) answering questions about
 //! images and clips.
 
 use std::io::{BufRead, Write};
@@ -32,11 +32,12 @@ pub fn load(dir: &Path, device: Device, dtype: DType) -> Result<Loaded> {
     } else {
         dir.to_path_buf()
     };
+    let (config, model) = load_pretrained(&dir, &device, dtype)
+        .with_context(|| format!("loading the model of {}", dir.display()))?;
     let processor = Processor::from_dir(&dir)
         .with_context(|| format!("loading the processor of {}", dir.display()))?
-        .with_media_root(std::env::current_dir()?);
-    let (_, model) = load_pretrained(&dir, &device, dtype)
-        .with_context(|| format!("loading the model of {}", dir.display()))?;
+        .with_media_root(std::env::current_dir()?)
+        .for_model(&config);
     Ok(Loaded {
         model,
         processor,

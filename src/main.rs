@@ -62,7 +62,8 @@ enum Command {
     /// Tokenizers.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
-    /// Load a Hugging Face Qwen2-VL checkpoint directory (strictly: every tensor must match)
+    /// Load a Hugging Face checkpoint directory of any supported family (Qwen2-VL, Qwen2.5-VL,
+    /// EXAONE 4.5 / 4.0, HyperCLOVA X Vision / text; strictly: every tensor must match)
     /// and write it back out (config.json + model.safetensors), as transformers lays it out.
     Convert(ConvertArgs),
 }

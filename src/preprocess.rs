@@ -125,9 +125,16 @@ fn print_video(path: &Path, out: &nuri_media::video::VideoPatches, merge: usize)
 }
 
 fn full(args: &PreprocessArgs, dir: &Path) -> Result<()> {
-    let processor = Processor::from_dir(dir)
+    let mut processor = Processor::from_dir(dir)
         .with_context(|| format!("loading the processor of {}", dir.display()))?
         .with_media_root(std::env::current_dir()?);
+    // A checkpoint's config.json says its family (placeholders, positions).
+    let config_path = dir.join("config.json");
+    if config_path.is_file() {
+        let config = nuri_model::read_hf_config(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        processor = processor.for_model(&config);
+    }
     let media = crate::generate::TurnMedia {
         images: args.images.clone(),
         videos: args.videos.clone(),

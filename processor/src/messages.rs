@@ -96,6 +96,88 @@ fn source(
     }))
 }
 
+/// The file extensions HyperCLOVA X's chat template reads as videos (any other `image_url` is
+/// an image to it).
+pub const HYPERCLOVAX_VIDEO_EXTENSIONS: [&str; 8] = [
+    ".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".wmv", ".m4v",
+];
+
+/// `messages` with their media parts in the shape `family`'s chat template reads:
+/// - Qwen2-VL / Qwen2.5-VL: as they are (their template reads every shape);
+/// - EXAONE 4.5: `{"type": "image"}` / `{"type": "video"}`, as transformers' processor
+///   rewrites OpenAI `image_url` parts before rendering (the template prints nothing for
+///   them);
+/// - HyperCLOVA X: OpenAI `image_url` parts (its template reads only those; a URL with a
+///   video extension is a video), so an image or video part becomes one — a video whose
+///   file has no video extension, or an image whose has one, is an error naming the part,
+///   since the template would count it as the other kind.
+pub fn parts_for_template(
+    messages: &Json,
+    family: nuri_model::Family,
+) -> Result<Json, ProcessorError> {
+    use nuri_model::Family;
+    if matches!(family, Family::Qwen2Vl | Family::Qwen2_5Vl) {
+        return Ok(messages.clone());
+    }
+    let mut messages = messages.clone();
+    let Some(list) = messages.as_array_mut() else {
+        return Ok(messages);
+    };
+    for (m, message) in list.iter_mut().enumerate() {
+        let Some(parts) = message.get_mut("content").and_then(Json::as_array_mut) else {
+            continue;
+        };
+        for (p, part) in parts.iter_mut().enumerate() {
+            let kind = part.get("type").and_then(Json::as_str).unwrap_or_default();
+            let url = |key: &str| match part.get(key) {
+                Some(Json::String(s)) => Some(s.clone()),
+                Some(Json::Object(o)) => o.get("url").and_then(Json::as_str).map(str::to_string),
+                _ => None,
+            };
+            let (image, video) = (
+                url("image").or_else(|| url("image_url")),
+                url("video").or_else(|| url("video_url")),
+            );
+            let is_video_file = |u: &str| {
+                let lower = u.to_lowercase();
+                HYPERCLOVAX_VIDEO_EXTENSIONS
+                    .iter()
+                    .any(|e| lower.ends_with(e))
+            };
+            match family {
+                Family::Exaone4_5 | Family::Exaone4 => {
+                    if let Some(u) = image.filter(|_| kind != "video") {
+                        *part = serde_json::json!({"type": "image", "url": u});
+                    } else if let Some(u) = video {
+                        *part = serde_json::json!({"type": "video", "url": u});
+                    }
+                }
+                Family::HyperClovaXVisionV2 | Family::HyperClovaX => {
+                    let (u, want_video) = match (image, video) {
+                        (_, Some(u)) if kind != "image" && kind != "image_url" => (u, true),
+                        (Some(u), _) => (u, false),
+                        _ => continue,
+                    };
+                    if is_video_file(&u) != want_video {
+                        return Err(bad(
+                            m,
+                            Some(p),
+                            format!(
+                                "HyperCLOVA X's chat template reads a media URL ending in {} as a video and any other as an image; `{u}` is given as {}",
+                                HYPERCLOVAX_VIDEO_EXTENSIONS.join(" "),
+                                if want_video { "a video" } else { "an image" }
+                            ),
+                        ));
+                    }
+                    *part = serde_json::json!({"type": "image_url", "image_url": {"url": u}});
+                }
+                Family::Qwen2Vl | Family::Qwen2_5Vl => {}
+            }
+        }
+    }
+    Ok(messages)
+}
+
 /// Checks the messages' shape and lists their media in order. Relative paths are resolved
 /// against `root`.
 pub fn media_items(messages: &Json, root: &Path) -> Result<Vec<MediaItem>, ProcessorError> {
@@ -292,6 +374,41 @@ pub fn exact_match(generated: &str, reference: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_parts_take_the_shape_each_family_template_reads() {
+        use nuri_model::Family;
+        let messages = serde_json::json!([{"role": "user", "content": [
+            {"type": "image", "image": "a.png"},
+            {"type": "video", "video": "clip.mp4"},
+            {"type": "text", "text": "무엇인가요?"}
+        ]}]);
+        let qwen = parts_for_template(&messages, Family::Qwen2_5Vl).expect("as is");
+        assert_eq!(qwen, messages);
+        let exaone = parts_for_template(&messages, Family::Exaone4_5).expect("rewritten");
+        assert_eq!(
+            exaone[0]["content"][0],
+            serde_json::json!({"type": "image", "url": "a.png"})
+        );
+        assert_eq!(
+            exaone[0]["content"][1],
+            serde_json::json!({"type": "video", "url": "clip.mp4"})
+        );
+        let hcx = parts_for_template(&messages, Family::HyperClovaXVisionV2).expect("rewritten");
+        assert_eq!(
+            hcx[0]["content"][1],
+            serde_json::json!({"type": "image_url", "image_url": {"url": "clip.mp4"}})
+        );
+        assert_eq!(hcx[0]["content"][2]["text"], "무엇인가요?");
+        // A GIF video would be an image to HyperCLOVA X's template.
+        let gif =
+            serde_json::json!([{"role": "user", "content": [{"type": "video", "video": "c.gif"}]}]);
+        let err = parts_for_template(&gif, Family::HyperClovaXVisionV2).unwrap_err();
+        assert!(
+            err.to_string().contains("part 0") && err.to_string().contains(".mp4"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parts_are_listed_in_order_with_their_options() {

@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 use crate::media::planned_grids;
 use crate::messages::{MediaItem, media_items};
 use crate::template::ChatTemplate;
-use crate::tokenizer::{IMAGE_PAD, TextTokenizer, VIDEO_PAD};
+use crate::tokenizer::TextTokenizer;
 use crate::{ProcessorError, read_json};
 
 /// Which end of a shorter sequence padding goes: left for generation (every row's last token
@@ -127,6 +127,8 @@ pub struct Processor {
     /// How the model this processor feeds numbers visual tokens (Qwen2-VL's M-RoPE unless
     /// set from the model's config).
     pub position_rule: PositionRule,
+    /// The model family, which decides the shape of media parts the template is given.
+    pub family: nuri_model::Family,
 }
 
 /// A per-frame pixel bound a video processor config sets (`min_pixels` or
@@ -153,6 +155,7 @@ impl Processor {
             decode_limit: DEFAULT_DECODE_LIMIT,
             max_media_tokens: None,
             position_rule: PositionRule::MRope,
+            family: nuri_model::Family::Qwen2Vl,
         }
     }
 
@@ -197,9 +200,20 @@ impl Processor {
         config.text.vocab_size = self.tokenizer.vocab_size();
         config.image_token_id = i64::from(special.image_pad);
         config.video_token_id = i64::from(special.video_pad);
-        config.vision_start_token_id = i64::from(special.vision_start);
-        config.vision_end_token_id = i64::from(special.vision_end);
+        config.vision_start_token_id = special.vision_start.map_or(-1, i64::from);
+        config.vision_end_token_id = special.vision_end.map_or(-1, i64::from);
         config
+    }
+
+    /// This processor set up for `config`'s model: its family (how media parts reach the
+    /// chat template), its placeholder tokens (the ids the config names, when the vocabulary
+    /// has them) and how it numbers positions.
+    pub fn for_model(mut self, config: &nuri_model::NuriConfig) -> Self {
+        self.family = config.family;
+        self.position_rule = config.vision_tokens().rule;
+        self.tokenizer.use_placeholder(false, config.image_token_id);
+        self.tokenizer.use_placeholder(true, config.video_token_id);
+        self
     }
 
     /// Caps the pixels of every image and of every video frame at `max` (lowering the
@@ -225,8 +239,9 @@ impl Processor {
     ) -> Result<String, ProcessorError> {
         let mut extra = self.tokenizer.template_tokens.clone();
         extra.insert("add_vision_id".into(), Json::Bool(false));
+        let messages = crate::messages::parts_for_template(messages, self.family)?;
         self.template
-            .render(messages, add_generation_prompt, &extra)
+            .render(&messages, add_generation_prompt, &extra)
             .map_err(|e| e.in_conversation(None))
     }
 
@@ -308,25 +323,27 @@ impl Processor {
     ) -> Result<Vec<Vec<u32>>, ProcessorError> {
         let merge = self.image.merge_size * self.image.merge_size;
         let vmerge = self.video.merge_size * self.video.merge_size;
+        let special = &self.tokenizer.special;
+        let (image_pad, video_pad) = (special.image_token.as_str(), special.video_token.as_str());
         let (mut next_image, mut next_video) = (0, 0);
         let mut rows = Vec::with_capacity(texts.len());
         for text in texts {
             let mut expanded = String::with_capacity(text.len());
             let mut rest = text.as_str();
             loop {
-                let image_at = rest.find(IMAGE_PAD);
-                let video_at = rest.find(VIDEO_PAD);
+                let image_at = rest.find(image_pad);
+                let video_at = rest.find(video_pad);
                 let (at, pad, grids, next, per) = match (image_at, video_at) {
                     (None, None) => break,
                     (Some(i), v) if v.is_none_or(|v| i < v) => {
-                        (i, IMAGE_PAD, &out.image_grid_thw, &mut next_image, merge)
+                        (i, image_pad, &out.image_grid_thw, &mut next_image, merge)
                     }
-                    (_, Some(v)) => (v, VIDEO_PAD, &out.video_grid_thw, &mut next_video, vmerge),
+                    (_, Some(v)) => (v, video_pad, &out.video_grid_thw, &mut next_video, vmerge),
                     _ => unreachable!("one of the two is some"),
                 };
                 let grid = grids.get(*next).ok_or(ProcessorError::Fusion(
                     nuri_model::FusionError::TooFewGrids {
-                        kind: if pad == IMAGE_PAD { "image" } else { "video" },
+                        kind: if pad == image_pad { "image" } else { "video" },
                         grids: grids.len(),
                     },
                 ))?;

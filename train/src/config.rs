@@ -18,7 +18,7 @@ pub struct ModelSource {
     /// tokenizer.
     #[serde(default)]
     pub preset: Option<String>,
-    /// A Hugging Face Qwen2-VL checkpoint directory (weights, tokenizer, template, processor
+    /// A Hugging Face checkpoint directory of any supported family (weights, tokenizer, template, processor
     /// configs).
     #[serde(default)]
     pub checkpoint: Option<PathBuf>,

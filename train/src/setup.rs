@@ -21,9 +21,9 @@ pub fn build(
 ) -> Result<(Processor, NuriModel, NuriConfig), TrainError> {
     let source = &config.model;
     if let Some(dir) = &source.checkpoint {
-        let processor = Processor::from_dir(dir)?;
         let (nuri, model) = load_pretrained(dir, device, DType::F32)
             .map_err(|e| TrainError::Model(e.to_string()))?;
+        let processor = Processor::from_dir(dir)?.for_model(&nuri);
         return Ok((processor, model, nuri));
     }
     let preset = source.preset.as_deref().expect("validated");
@@ -62,6 +62,7 @@ pub fn build(
         )));
     }
     let model = NuriModel::new(&nuri, device).map_err(|e| TrainError::Model(e.to_string()))?;
+    let processor = processor.for_model(&nuri);
     Ok((processor, model, nuri))
 }
 
