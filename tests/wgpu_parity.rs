@@ -101,3 +101,99 @@ fn multimodal_forward_on_wgpu_equals_cpu() {
         "wgpu and cpu multimodal logits differ by {diff}"
     );
 }
+
+/// Every model family's fixture cases (`fixtures/families/`: Qwen2.5-VL's windowed tower and
+/// timed video positions, EXAONE's sliding windows and QK-norm, HyperCLOVA X's multipliers
+/// and projector) give on the wgpu device the float64 reference's logits within 1e-3.
+#[test]
+fn every_family_on_wgpu_equals_the_reference() {
+    use burn::tensor::DType;
+    use nuri_model::{MultimodalInput, load_pretrained};
+    use safetensors::{Dtype, SafeTensors};
+
+    let cpu = DeviceChoice::Cpu.device().expect("cpu");
+    let gpu = DeviceChoice::Wgpu
+        .device()
+        .expect("built with --features wgpu");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/families");
+    for family in [
+        "qwen2_5_vl",
+        "exaone4_5",
+        "hyperclovax_vision_v2",
+        "exaone4",
+        "hyperclovax",
+    ] {
+        let dir = root.join(family);
+        let (_, model) = load_pretrained(&dir.join("model"), &cpu, DType::F32).expect("loads");
+        let model = model.to_device(&gpu);
+        for case in ["batch_padded", "video", "image_and_video", "text_long"] {
+            let path = dir.join("cases").join(format!("{case}.safetensors"));
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+            let ints = |name: &str| -> Option<(Vec<i64>, Vec<usize>)> {
+                let view = st.tensor(name).ok()?;
+                assert_eq!(view.dtype(), Dtype::I64);
+                let values = view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect();
+                Some((values, view.shape().to_vec()))
+            };
+            let floats = |name: &str| -> Option<(Vec<f32>, Vec<usize>)> {
+                let view = st.tensor(name).ok()?;
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .collect();
+                Some((values, view.shape().to_vec()))
+            };
+            let grids = |name: &str| -> Vec<[usize; 3]> {
+                ints(name).map_or(Vec::new(), |(v, _)| {
+                    v.chunks(3)
+                        .map(|g| [g[0] as usize, g[1] as usize, g[2] as usize])
+                        .collect()
+                })
+            };
+            let (ids, shape) = ints("input_ids").expect("ids");
+            let (mask, _) = ints("attention_mask").expect("mask");
+            let int2 = |v: Vec<i64>| {
+                Tensor::<2, Int>::from_data(TensorData::new(v, [shape[0], shape[1]]), &gpu)
+            };
+            let pixels = |name: &str| {
+                floats(name)
+                    .map(|(v, s)| Tensor::<2>::from_data(TensorData::new(v, [s[0], s[1]]), &gpu))
+            };
+            let input = MultimodalInput {
+                input_ids: int2(ids),
+                attention_mask: Some(int2(mask.clone())),
+                pixel_values: pixels("pixel_values"),
+                image_grid_thw: grids("image_grid_thw"),
+                pixel_values_videos: pixels("pixel_values_videos"),
+                video_grid_thw: grids("video_grid_thw"),
+                second_per_grid_ts: floats("second_per_grid_ts")
+                    .map_or(Vec::new(), |(v, _)| v.into_iter().map(f64::from).collect()),
+            };
+            let got: Vec<f32> = model
+                .prefill(&input, None)
+                .expect("consistent fixture")
+                .logits
+                .into_data()
+                .try_to_vec()
+                .expect("f32");
+            let (want, shape) = floats("logits_f64").expect("reference");
+            let vocab = shape[2];
+            let diff = mask
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| **m == 1)
+                .flat_map(|(pos, _)| pos * vocab..(pos + 1) * vocab)
+                .map(|i| (got[i] - want[i]).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-3, "{family}/{case}: wgpu logits differ by {diff}");
+        }
+    }
+}

@@ -610,6 +610,10 @@ fn vision_config_json(v: &VisionConfig, family: Family) -> Value {
     });
     match family {
         Family::Exaone4_5 => vision["num_key_value_heads"] = json!(v.kv_heads()),
+        // transformers' config takes an integer (it refuses `2.0`).
+        _ if v.tokens_per_second.fract() == 0.0 => {
+            vision["tokens_per_second"] = json!(v.tokens_per_second as i64)
+        }
         _ => vision["tokens_per_second"] = json!(v.tokens_per_second),
     }
     vision

@@ -248,3 +248,29 @@ fn an_unknown_model_type_names_the_supported_ones() {
         assert!(err.contains(family.model_type()), "{err}");
     }
 }
+
+/// transformers loads what `nuri convert` writes for every family and gives the fixtures'
+/// logits bit for bit (`make_family_fixtures.py check-export`; its verdict is committed).
+#[test]
+fn transformers_loads_what_nuri_exports() {
+    let verdict = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/families/export_check.json"),
+    )
+    .expect("export_check.json");
+    let verdict: serde_json::Value = serde_json::from_str(&verdict).expect("JSON");
+    for family in [
+        "qwen2_5_vl",
+        "exaone4_5",
+        "hyperclovax_vision_v2",
+        "exaone4",
+        "hyperclovax",
+    ] {
+        let cases = verdict["families"][family]["max_abs_logit_diff"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{family} was checked"));
+        assert!(cases.len() >= 3, "{family}: {cases:?}");
+        for (case, diff) in cases {
+            assert_eq!(diff.as_f64(), Some(0.0), "{family}/{case}");
+        }
+    }
+}

@@ -65,6 +65,12 @@ pub enum ProcessorError {
     MediaTokens { tokens: usize, limit: usize },
     #[error(transparent)]
     Fusion(FusionError),
+    /// Media for a text-only model.
+    #[error("this model ({family}) reads text only, but the conversation has {kind}")]
+    TextOnly {
+        family: &'static str,
+        kind: &'static str,
+    },
 }
 
 impl ProcessorError {

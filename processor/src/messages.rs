@@ -102,6 +102,46 @@ pub const HYPERCLOVAX_VIDEO_EXTENSIONS: [&str; 8] = [
     ".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".wmv", ".m4v",
 ];
 
+/// `messages` with every media part in Nuri's own shape: for HyperCLOVA X, whose template
+/// reads an OpenAI `image_url` whose URL has a video extension as a video, such a part
+/// becomes `{"type": "video", "video": URL, …}` (its other keys kept), so the media list and
+/// the template agree on its kind. Other families' parts are left as they are.
+pub fn canonical_parts(messages: &Json, family: nuri_model::Family) -> Json {
+    use nuri_model::Family;
+    if !matches!(family, Family::HyperClovaXVisionV2 | Family::HyperClovaX) {
+        return messages.clone();
+    }
+    let mut messages = messages.clone();
+    for message in messages.as_array_mut().into_iter().flatten() {
+        let Some(parts) = message.get_mut("content").and_then(Json::as_array_mut) else {
+            continue;
+        };
+        for part in parts.iter_mut() {
+            let url = match part.get("image_url") {
+                Some(Json::String(s)) => s.clone(),
+                Some(Json::Object(o)) => match o.get("url").and_then(Json::as_str) {
+                    Some(u) => u.to_string(),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let lower = url.to_lowercase();
+            if !HYPERCLOVAX_VIDEO_EXTENSIONS
+                .iter()
+                .any(|e| lower.ends_with(e))
+            {
+                continue;
+            }
+            if let Some(map) = part.as_object_mut() {
+                map.remove("image_url");
+                map.insert("type".into(), Json::String("video".into()));
+                map.insert("video".into(), Json::String(url));
+            }
+        }
+    }
+    messages
+}
+
 /// `messages` with their media parts in the shape `family`'s chat template reads:
 /// - Qwen2-VL / Qwen2.5-VL: as they are (their template reads every shape);
 /// - EXAONE 4.5: `{"type": "image"}` / `{"type": "video"}`, as transformers' processor

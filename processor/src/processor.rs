@@ -129,6 +129,9 @@ pub struct Processor {
     pub position_rule: PositionRule,
     /// The model family, which decides the shape of media parts the template is given.
     pub family: nuri_model::Family,
+    /// Keyword arguments every rendering of the chat template gets (as
+    /// `apply_chat_template(..., **kwargs)`: `enable_thinking`, `add_vision_id`, ...).
+    pub template_kwargs: serde_json::Map<String, Json>,
 }
 
 /// A per-frame pixel bound a video processor config sets (`min_pixels` or
@@ -156,6 +159,7 @@ impl Processor {
             max_media_tokens: None,
             position_rule: PositionRule::MRope,
             family: nuri_model::Family::Qwen2Vl,
+            template_kwargs: serde_json::Map::new(),
         }
     }
 
@@ -239,7 +243,9 @@ impl Processor {
     ) -> Result<String, ProcessorError> {
         let mut extra = self.tokenizer.template_tokens.clone();
         extra.insert("add_vision_id".into(), Json::Bool(false));
-        let messages = crate::messages::parts_for_template(messages, self.family)?;
+        extra.extend(self.template_kwargs.clone());
+        let messages = crate::messages::canonical_parts(messages, self.family);
+        let messages = crate::messages::parts_for_template(&messages, self.family)?;
         self.template
             .render(&messages, add_generation_prompt, &extra)
             .map_err(|e| e.in_conversation(None))
@@ -256,7 +262,8 @@ impl Processor {
         let mut media = Vec::new();
         for (i, conversation) in conversations.iter().enumerate() {
             let in_conv = |e: ProcessorError| e.in_conversation(Some(i));
-            media.extend(media_items(conversation, &self.media_root).map_err(in_conv)?);
+            let canonical = crate::messages::canonical_parts(conversation, self.family);
+            media.extend(media_items(&canonical, &self.media_root).map_err(in_conv)?);
             texts.push(
                 self.render(conversation, add_generation_prompt)
                     .map_err(in_conv)?,
@@ -275,10 +282,22 @@ impl Processor {
         media: &[MediaItem],
         padding: PaddingSide,
     ) -> Result<ProcessorOutput, ProcessorError> {
+        if let Some(item) = media.first()
+            && !self.family.has_vision()
+        {
+            return Err(ProcessorError::TextOnly {
+                family: self.family.model_type(),
+                kind: match item {
+                    MediaItem::Image { .. } => "an image",
+                    MediaItem::Video { .. } => "a video",
+                },
+            });
+        }
         let mut out = ProcessorOutput::empty(texts.len());
         let planned = self.plan_media(media)?;
         planned_grids(&planned, &mut out);
-        let rows = self.expand_and_encode(texts, &out)?;
+        let texts = self.fill_video_durations(texts, &planned);
+        let rows = self.expand_and_encode(&texts, &out)?;
         self.check_media_tokens(&rows)?;
         self.decode_media(planned, &mut out)?;
         pad_rows(
@@ -312,6 +331,54 @@ impl Processor {
         out.position_ids = index.position_ids;
         out.rope_deltas = index.rope_deltas;
         Ok(out)
+    }
+
+    /// HyperCLOVA X's processor writes each video's duration in seconds (frames / rate,
+    /// rounded to 2 decimals, as Python prints a float) where the text has
+    /// `<|video_duration|>`, videos in order across the batch; other families' texts are
+    /// returned as they are.
+    fn fill_video_durations(
+        &self,
+        texts: &[String],
+        planned: &[crate::media::Planned<'_>],
+    ) -> Vec<String> {
+        const TOKEN: &str = "<|video_duration|>";
+        if !matches!(
+            self.family,
+            nuri_model::Family::HyperClovaXVisionV2 | nuri_model::Family::HyperClovaX
+        ) || !texts.iter().any(|t| t.contains(TOKEN))
+        {
+            return texts.to_vec();
+        }
+        let mut durations = planned.iter().filter_map(|p| match p {
+            crate::media::Planned::Video { plan, .. } => {
+                let seconds = plan.info.total_frames as f64 / plan.info.fps.max(f64::MIN_POSITIVE);
+                let rounded = (seconds * 100.0).round() / 100.0;
+                Some(if rounded.fract() == 0.0 {
+                    format!("{rounded:.1}")
+                } else {
+                    format!("{rounded}")
+                })
+            }
+            _ => None,
+        });
+        texts
+            .iter()
+            .map(|text| {
+                let mut out = String::with_capacity(text.len());
+                let mut rest = text.as_str();
+                while let Some(at) = rest.find(TOKEN) {
+                    out.push_str(&rest[..at]);
+                    match durations.next() {
+                        Some(d) => out.push_str(&d),
+                        None => out.push_str(TOKEN),
+                    }
+                    rest = &rest[at + TOKEN.len()..];
+                }
+                out.push_str(rest);
+                out
+            })
+            .collect()
     }
 
     /// Each text with every visual pad repeated once per merged visual token of its grid

@@ -1123,8 +1123,47 @@ def make_family(fam: Family, out_root: Path, variant: bool, args) -> int:
     return total
 
 
+def check_export(root: Path, fixtures: Path, out: Path | None) -> None:
+    """Loads each `root/<family>` checkpoint (e.g. written by `nuri convert`) with transformers'
+    own class and runs every fixture case's forward: the largest difference from the fixture's
+    logits (over real positions) per case, written as JSON."""
+    from safetensors.torch import load_file
+
+    table = family_table()
+    verdict = {"transformers": transformers.__version__, "torch": torch.__version__, "families": {}}
+    for name, fam in table.items():
+        ckpt = root / name
+        if not ckpt.is_dir():
+            continue
+        model = fam.cls.from_pretrained(ckpt, attn_implementation="eager", dtype=torch.float32).eval()
+        for prm in model.parameters():
+            prm.data = prm.data.clone()
+        cases = {}
+        for f in sorted((fixtures / name / "cases").glob("*.safetensors")):
+            case = load_file(str(f))
+            want = case.get("logits_original", case["logits"])
+            pos = case.get("position_ids_original")
+            with torch.no_grad():
+                got = forward_logits(model, fam, case, position_ids=pos)
+            valid = case["attention_mask"].bool()
+            cases[f.stem] = (got[valid] - want[valid]).abs().max().item()
+        verdict["families"][name] = {"checkpoint": str(ckpt), "max_abs_logit_diff": cases}
+        print(name, cases, flush=True)
+    text = json.dumps(verdict, indent=2) + "\n"
+    if out:
+        out.write_text(text)
+
+
 def main() -> None:
     table = family_table()
+    if len(sys.argv) > 1 and sys.argv[1] == "check-export":
+        q = argparse.ArgumentParser(prog="make_family_fixtures.py check-export")
+        q.add_argument("root", help="a directory with one checkpoint per family (<root>/<family>/)")
+        q.add_argument("--fixtures", default=str(REPO / "fixtures" / "families"))
+        q.add_argument("--out", default=None)
+        a = q.parse_args(sys.argv[2:])
+        check_export(Path(a.root), Path(a.fixtures), Path(a.out) if a.out else None)
+        return
     p = argparse.ArgumentParser(prog="make_family_fixtures.py")
     p.add_argument("--families", default=",".join(table), help="comma-separated subset of " + ", ".join(table))
     p.add_argument("--variant", action="store_true", help="write the second checkpoint per family (default out-dir /tmp/family_variants)")

@@ -53,8 +53,9 @@ pub fn assistant_labels(ids: &[i64], prefix: &[i64], end: i64, last_only: bool) 
     labels
 }
 
-/// The tokens around an assistant turn in ChatML: what opens it
-/// (`<|im_start|>assistant\n`) and the token that closes it (`<|im_end|>`).
+/// The tokens around an assistant turn: what opens it and the token that closes it — ChatML's
+/// `<|im_start|>assistant\n` … `<|im_end|>` (Qwen, HyperCLOVA X), EXAONE 4.5's
+/// `<|assistant|>\n` … `<|endofturn|>`, EXAONE 4.0's `[|assistant|]\n` … `[|endofturn|]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnMarks {
     pub prefix: Vec<i64>,
@@ -62,24 +63,38 @@ pub struct TurnMarks {
 }
 
 impl TurnMarks {
-    /// The marks in `processor`'s tokenizer, once per run.
+    /// The marks in `processor`'s tokenizer, once per run: its family's turn markers when
+    /// the vocabulary has their end token, else ChatML's.
     pub fn of(processor: &Processor) -> Result<Self, crate::TrainError> {
+        use nuri_model::Family;
+        const CHATML: (&str, &str) = ("<|im_start|>assistant\n", "<|im_end|>");
+        const EXAONE4_5: (&str, &str) = ("<|assistant|>\n", "<|endofturn|>");
+        const EXAONE4: (&str, &str) = ("[|assistant|]\n", "[|endofturn|]");
+        // The family's own first, then any other whose end token the vocabulary has.
+        let candidates = match processor.family {
+            Family::Exaone4_5 => [EXAONE4_5, EXAONE4, CHATML],
+            Family::Exaone4 => [EXAONE4, EXAONE4_5, CHATML],
+            _ => [CHATML, EXAONE4_5, EXAONE4],
+        };
         let tokenizer = &processor.tokenizer;
-        let prefix = tokenizer
-            .encode("<|im_start|>assistant\n")?
-            .into_iter()
-            .map(i64::from)
-            .collect();
-        let end = tokenizer
-            .tokenizer
-            .token_to_id("<|im_end|>")
-            .map(i64::from)
-            .ok_or_else(|| {
-                crate::TrainError::Model(
-                    "the tokenizer has no <|im_end|>, which marks where an answer ends".into(),
-                )
-            })?;
-        Ok(Self { prefix, end })
+        for (open, close) in &candidates {
+            let Some(end) = tokenizer.tokenizer.token_to_id(close) else {
+                continue;
+            };
+            let prefix = tokenizer.encode(open)?.into_iter().map(i64::from).collect();
+            return Ok(Self {
+                prefix,
+                end: i64::from(end),
+            });
+        }
+        Err(crate::TrainError::Model(format!(
+            "the tokenizer has none of {}, which mark where an answer ends",
+            candidates
+                .iter()
+                .map(|(_, close)| *close)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
     }
 }
 

@@ -42,13 +42,12 @@ pub fn build(
         }
     };
     let nuri = processor.fit_config(nuri);
-    // The processor cuts pictures into the patches the model embeds.
+    // The processor cuts pictures into the patches the model embeds (a text-only model
+    // takes none).
     let p = &processor.image;
-    let v = nuri
-        .vision()
-        .map_err(|e| TrainError::Model(e.to_string()))?;
-    if (p.patch_size, p.merge_size, p.temporal_patch_size)
-        != (v.patch_size, v.spatial_merge_size, v.temporal_patch_size)
+    if let Some(v) = &nuri.vision
+        && (p.patch_size, p.merge_size, p.temporal_patch_size)
+            != (v.patch_size, v.spatial_merge_size, v.temporal_patch_size)
     {
         return Err(TrainError::Model(format!(
             "preset `{preset}` has patch {} / merge {} / temporal {}, but the processor in {} cuts patch {} / merge {} / temporal {} (set them in its preprocessor_config.json)",

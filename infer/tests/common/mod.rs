@@ -21,6 +21,11 @@ pub fn server(options: ServeOptions) -> Server {
     let processor =
         Processor::from_dir(&fixtures().join("processor/checkpoint")).expect("processor");
     let config = processor.fit_config(NuriConfig::tiny());
+    server_with(config, processor, options)
+}
+
+/// A server for a random model of `config` (fitted to `processor`'s tokenizer).
+pub fn server_with(config: NuriConfig, processor: Processor, options: ServeOptions) -> Server {
     let device = Device::flex();
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let model = {

@@ -1,0 +1,88 @@
+//! The server answers for every model family: a random model of each family's architecture
+//! (`fixtures/families/<family>/model/config.json`) with its tokenizer and real chat template
+//! (`fixtures/families/<family>/processor/checkpoint`), asked in Korean with an image as an
+//! OpenAI `image_url` part, plain and streamed.
+
+mod common;
+
+use common::{ask, chat, data_url, fixtures, http, server_with};
+use nuri_infer::server::ServeOptions;
+use nuri_processor::Processor;
+use serde_json::{Value, json};
+
+fn serve_family(family: &str, tokenizer_family: &str) {
+    let processor = Processor::from_dir(
+        &fixtures()
+            .join("families")
+            .join(tokenizer_family)
+            .join("processor/checkpoint"),
+    )
+    .expect("processor");
+    let config = nuri_model::read_hf_config(
+        &fixtures()
+            .join("families")
+            .join(family)
+            .join("model/config.json"),
+    )
+    .expect("config");
+    let config = processor.fit_config(config);
+    let processor = processor.for_model(&config);
+    let vision = config.vision.is_some();
+    let server = server_with(config, processor, ServeOptions::default());
+    let addr = server.addr;
+
+    let (status, plain) = chat(addr, &ask("안녕하세요? 한 문장으로 답해 주세요."));
+    assert_eq!(status, 200, "{family}: {plain}");
+    assert!(
+        plain["choices"][0]["message"]["content"].is_string(),
+        "{plain}"
+    );
+    let mut body = ask("Hello?");
+    body["stream"] = json!(true);
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{family}: {text}");
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "{family}: {text}"
+    );
+
+    let image = json!({"model": "nuri", "temperature": 0, "max_tokens": 4, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url(&fixtures().join("images/rgb_odd.png"))}},
+        {"type": "text", "text": "이 사진에 무엇이 있나요?"}]}]});
+    let (status, v): (u16, Value) = chat(addr, &image);
+    if vision {
+        assert_eq!(status, 200, "{family}: {v}");
+        assert!(
+            v["usage"]["prompt_tokens"].as_u64().expect("usage") > 20,
+            "{family}: the image's tokens count: {v}"
+        );
+    } else {
+        assert_eq!(status, 400, "{family}: a text model refuses an image: {v}");
+    }
+}
+
+#[test]
+fn qwen2_5_vl_serves() {
+    serve_family("qwen2_5_vl", "qwen2_5_vl");
+}
+
+#[test]
+fn exaone4_5_serves() {
+    serve_family("exaone4_5", "exaone4_5");
+}
+
+#[test]
+fn hyperclovax_vision_v2_serves() {
+    serve_family("hyperclovax_vision_v2", "hyperclovax_vision_v2");
+}
+
+#[test]
+fn text_families_serve_and_refuse_images() {
+    serve_family("exaone4", "exaone4_5");
+    serve_family("hyperclovax", "hyperclovax_vision_v2");
+}
