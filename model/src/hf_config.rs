@@ -258,6 +258,13 @@ fn read_rope(
 
 fn read_text_config(text: &Fields, family: Family) -> Result<TextConfig, WeightsError> {
     refuse_unless(text, "hidden_act", |v| v == "silu", "silu")?;
+    // Dropout would change training's numerics; the published checkpoints have none.
+    refuse_unless(
+        text,
+        "attention_dropout",
+        |v| v.as_f64() == Some(0.0),
+        "no attention dropout",
+    )?;
     let (rope_theta, rope_scaling, mrope_section) = read_rope(text, family)?;
     let heads = text.usize("num_attention_heads")?;
     let mut config = TextConfig {

@@ -149,8 +149,8 @@ pub fn canonical_parts(messages: &Json, family: nuri_model::Family) -> Json {
 ///   them);
 /// - HyperCLOVA X: OpenAI `image_url` parts (its template reads only those; a URL with a
 ///   video extension is a video), so an image or video part becomes one — a video whose
-///   file has no video extension, or an image whose has one, is an error naming the part,
-///   since the template would count it as the other kind.
+///   file has no video extension is shown with `.mp4` appended; an image whose file has one
+///   is an error naming the part, since the template would count it as a video.
 pub fn parts_for_template(
     messages: &Json,
     family: nuri_model::Family,
@@ -198,17 +198,25 @@ pub fn parts_for_template(
                         (Some(u), _) => (u, false),
                         _ => continue,
                     };
-                    if is_video_file(&u) != want_video {
-                        return Err(bad(
-                            m,
-                            Some(p),
-                            format!(
-                                "HyperCLOVA X's chat template reads a media URL ending in {} as a video and any other as an image; `{u}` is given as {}",
-                                HYPERCLOVAX_VIDEO_EXTENSIONS.join(" "),
-                                if want_video { "a video" } else { "an image" }
-                            ),
-                        ));
-                    }
+                    // The template tells a video from an image by the URL's extension
+                    // only; a video in another container (a GIF, frames) is shown to it
+                    // with `.mp4` appended, so it counts as the video it is (its
+                    // `filename` line then reads `clip.gif.mp4`). The media are read
+                    // from the original parts.
+                    let u = match (want_video, is_video_file(&u)) {
+                        (true, false) => format!("{u}.mp4"),
+                        (false, true) => {
+                            return Err(bad(
+                                m,
+                                Some(p),
+                                format!(
+                                    "HyperCLOVA X's chat template reads a media URL ending in {} as a video; `{u}` is given as an image",
+                                    HYPERCLOVAX_VIDEO_EXTENSIONS.join(" "),
+                                ),
+                            ));
+                        }
+                        _ => u,
+                    };
                     *part = serde_json::json!({"type": "image_url", "image_url": {"url": u}});
                 }
                 Family::Qwen2Vl | Family::Qwen2_5Vl => {}
@@ -440,12 +448,16 @@ mod tests {
             serde_json::json!({"type": "image_url", "image_url": {"url": "clip.mp4"}})
         );
         assert_eq!(hcx[0]["content"][2]["text"], "무엇인가요?");
-        // A GIF video would be an image to HyperCLOVA X's template.
+        // A GIF video would be an image to HyperCLOVA X's template: it sees `.mp4` appended.
         let gif =
             serde_json::json!([{"role": "user", "content": [{"type": "video", "video": "c.gif"}]}]);
-        let err = parts_for_template(&gif, Family::HyperClovaXVisionV2).unwrap_err();
+        let hcx = parts_for_template(&gif, Family::HyperClovaXVisionV2).expect("a video");
+        assert_eq!(hcx[0]["content"][0]["image_url"]["url"], "c.gif.mp4");
+        // An image whose name says video cannot be shown to it as an image.
+        let mp4 = serde_json::json!([{"role": "user", "content": [{"type": "image", "image": "x.mp4"}]}]);
+        let err = parts_for_template(&mp4, Family::HyperClovaXVisionV2).unwrap_err();
         assert!(
-            err.to_string().contains("part 0") && err.to_string().contains(".mp4"),
+            err.to_string().contains("part 0") && err.to_string().contains("as an image"),
             "{err}"
         );
     }
