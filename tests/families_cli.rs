@@ -45,11 +45,17 @@ fn run_family(family: &str, tokenizer_family: &str, vision: bool) {
     let (ok, _, err) = nuri(&[
         "train",
         "--config",
-        &fixtures().join("../configs/train-tiny.toml").display().to_string(),
+        &fixtures()
+            .join("../configs/train-tiny.toml")
+            .display()
+            .to_string(),
         "--set",
         &set("out_dir", &out),
         "--set",
-        &set("model.preset", &families.join(family).join("model/config.json")),
+        &set(
+            "model.preset",
+            &families.join(family).join("model/config.json"),
+        ),
         "--set",
         &set(
             "model.tokenizer",

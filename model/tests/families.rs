@@ -249,8 +249,9 @@ fn an_unknown_model_type_names_the_supported_ones() {
     }
 }
 
-/// transformers loads what `nuri convert` writes for every family and gives the fixtures'
-/// logits bit for bit (`make_family_fixtures.py check-export`; its verdict is committed).
+/// transformers loads what `nuri convert` writes for every family and gives the logits of the
+/// fixture's own checkpoint bit for bit on every case (`make_family_fixtures.py check-export`;
+/// its verdict is committed).
 #[test]
 fn transformers_loads_what_nuri_exports() {
     let verdict = std::fs::read_to_string(
@@ -268,7 +269,21 @@ fn transformers_loads_what_nuri_exports() {
         let cases = verdict["families"][family]["max_abs_logit_diff"]
             .as_object()
             .unwrap_or_else(|| panic!("{family} was checked"));
-        assert!(cases.len() >= 3, "{family}: {cases:?}");
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../fixtures/families")
+                    .join(family)
+                    .join("cases/manifest.json"),
+            )
+            .expect("manifest"),
+        )
+        .expect("manifest JSON");
+        assert_eq!(
+            cases.len(),
+            manifest["cases"].as_object().expect("cases").len(),
+            "{family}: every case was checked: {cases:?}"
+        );
         for (case, diff) in cases {
             assert_eq!(diff.as_f64(), Some(0.0), "{family}/{case}");
         }

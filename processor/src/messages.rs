@@ -454,7 +454,8 @@ mod tests {
         let hcx = parts_for_template(&gif, Family::HyperClovaXVisionV2).expect("a video");
         assert_eq!(hcx[0]["content"][0]["image_url"]["url"], "c.gif.mp4");
         // An image whose name says video cannot be shown to it as an image.
-        let mp4 = serde_json::json!([{"role": "user", "content": [{"type": "image", "image": "x.mp4"}]}]);
+        let mp4 =
+            serde_json::json!([{"role": "user", "content": [{"type": "image", "image": "x.mp4"}]}]);
         let err = parts_for_template(&mp4, Family::HyperClovaXVisionV2).unwrap_err();
         assert!(
             err.to_string().contains("part 0") && err.to_string().contains("as an image"),

@@ -323,6 +323,7 @@ VLM_CASES = {  # exaone4_5 (window 6 < 20) and hyperclovax_vision_v2
         [("text", 2), ("image", (1, 2, 2)), ("text", 3)],
         [("text", 4), ("image", (1, 2, 4)), ("text", 9)],
     ],
+    "image_and_video": [[("text", 2), ("image", (1, 2, 4)), ("text", 2), ("video", (2, 2, 2), None), ("text", 3)]],
 }
 VLM_VARIANT_CASES = {
     "text_long": [[("text", 20)]],
@@ -1124,10 +1125,19 @@ def make_family(fam: Family, out_root: Path, variant: bool, args) -> int:
 
 
 def check_export(root: Path, fixtures: Path, out: Path | None) -> None:
-    """Loads each `root/<family>` checkpoint (e.g. written by `nuri convert`) with transformers'
-    own class and runs every fixture case's forward: the largest difference from the fixture's
-    logits (over real positions) per case, written as JSON."""
+    """Loads each `root/<family>` checkpoint (e.g. written by `nuri convert`) and the fixture's
+    own checkpoint (`fixtures/<family>/model`) with transformers' own class and runs every
+    fixture case's forward through both. Per case, written as JSON: the largest difference
+    between the two (`max_abs_logit_diff`; 0.0 when the export holds the same model) and from
+    the logits stored in the fixture (`max_abs_diff_from_fixture`; nonzero only where this torch
+    build rounds differently from the one that made the fixtures)."""
     from safetensors.torch import load_file
+
+    def load(path: Path, fam):
+        model = fam.cls.from_pretrained(path, attn_implementation="eager", dtype=torch.float32).eval()
+        for prm in model.parameters():
+            prm.data = prm.data.clone()
+        return model
 
     table = family_table()
     verdict = {"transformers": transformers.__version__, "torch": torch.__version__, "families": {}}
@@ -1135,20 +1145,24 @@ def check_export(root: Path, fixtures: Path, out: Path | None) -> None:
         ckpt = root / name
         if not ckpt.is_dir():
             continue
-        model = fam.cls.from_pretrained(ckpt, attn_implementation="eager", dtype=torch.float32).eval()
-        for prm in model.parameters():
-            prm.data = prm.data.clone()
-        cases = {}
+        exported, original = load(ckpt, fam), load(fixtures / name / "model", fam)
+        cases, stored = {}, {}
         for f in sorted((fixtures / name / "cases").glob("*.safetensors")):
             case = load_file(str(f))
             want = case.get("logits_original", case["logits"])
             pos = case.get("position_ids_original")
             with torch.no_grad():
-                got = forward_logits(model, fam, case, position_ids=pos)
+                got = forward_logits(exported, fam, case, position_ids=pos)
+                ref = forward_logits(original, fam, case, position_ids=pos)
             valid = case["attention_mask"].bool()
-            cases[f.stem] = (got[valid] - want[valid]).abs().max().item()
-        verdict["families"][name] = {"checkpoint": str(ckpt), "max_abs_logit_diff": cases}
-        print(name, cases, flush=True)
+            cases[f.stem] = (got[valid] - ref[valid]).abs().max().item()
+            stored[f.stem] = (got[valid] - want[valid]).abs().max().item()
+        verdict["families"][name] = {
+            "checkpoint": str(ckpt),
+            "max_abs_logit_diff": cases,
+            "max_abs_diff_from_fixture": stored,
+        }
+        print(name, cases, "from the fixture's logits:", stored, flush=True)
     text = json.dumps(verdict, indent=2) + "\n"
     if out:
         out.write_text(text)
