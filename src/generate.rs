@@ -6,10 +6,10 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 use nuri_infer::SamplingParams;
 use nuri_infer::generate::{GenerationRequest, generate};
-use nuri_model::{NuriModel, load_pretrained};
+use nuri_model::{LoadDtypes, LoadReport, NuriModel, load_pretrained_with};
 use nuri_processor::Processor;
 use serde_json::{Value as Json, json};
 
@@ -20,10 +20,12 @@ pub struct Loaded {
     pub model: NuriModel,
     pub processor: Processor,
     pub device: Device,
+    /// What loading read and held.
+    pub report: LoadReport,
 }
 
 /// Loads `dir` (or `dir/final` for a training run's directory).
-pub fn load(dir: &Path, device: Device, dtype: DType) -> Result<Loaded> {
+pub fn load(dir: &Path, device: Device, dtypes: LoadDtypes) -> Result<Loaded> {
     let has_weights = |d: &Path| {
         d.join("model.safetensors").is_file() || d.join("model.safetensors.index.json").is_file()
     };
@@ -32,7 +34,7 @@ pub fn load(dir: &Path, device: Device, dtype: DType) -> Result<Loaded> {
     } else {
         dir.to_path_buf()
     };
-    let (config, model) = load_pretrained(&dir, &device, dtype)
+    let (config, model, report) = load_pretrained_with(&dir, &device, dtypes)
         .with_context(|| format!("loading the model of {}", dir.display()))?;
     let processor = Processor::from_dir(&dir)
         .with_context(|| format!("loading the processor of {}", dir.display()))?
@@ -42,6 +44,7 @@ pub fn load(dir: &Path, device: Device, dtype: DType) -> Result<Loaded> {
         model,
         processor,
         device,
+        report,
     })
 }
 

@@ -8,7 +8,9 @@
 //! - [`rowops`]: RMSNorm, LayerNorm, rotate-half RoPE and the cross-entropy (one row at a
 //!   time);
 //! - [`act`]: SiLU/QuickGELU (`x·σ(αx)`) and SwiGLU;
-//! - [`attend`]: scaled dot-product attention with a causal or boolean mask.
+//! - [`attend`]: scaled dot-product attention with a causal or boolean mask;
+//! - [`linear`]: `x·w + b` with the weight in another float type (bf16 on an f32 CPU path)
+//!   and in the checkpoint's `[out, in]` layout, streamed at memory speed when decoding.
 //!
 //! The element loops themselves are in `loops` (AVX2 + FMA builds chosen at run time). This
 //! crate knows no model: what a layer is, or which checkpoint a block comes from, is
@@ -19,13 +21,18 @@ mod fused;
 
 pub mod act;
 pub mod attend;
+pub mod linear;
 mod loops;
+mod matvec;
+
+pub use matvec::stream_read;
 pub mod rowops;
 
 use burn::tensor::Tensor;
 
 pub use act::{sigmoid_gate, swiglu};
 pub use attend::{attend, attend_grouped};
+pub use linear::linear;
 pub use rowops::{cross_entropy, layer_norm, rms_norm, rope};
 
 /// `[x1, x2] -> [-x2, x1]` over the last dimension's two halves: the rotation partner of

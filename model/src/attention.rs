@@ -8,6 +8,8 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
+
+use crate::linear::Project;
 use burn::tensor::{Bool, Device, Tensor};
 use nuri_kernels::{attend, attend_grouped};
 
@@ -118,17 +120,17 @@ impl Attention {
                 None => t,
             }
         };
-        let q = prepare(split_heads(self.q_proj.forward(x.clone()), h), &self.q_norm);
+        let q = prepare(split_heads(self.q_proj.project(x.clone()), h), &self.q_norm);
         let q = if self.query_scale == 1.0 {
             q
         } else {
             q * self.query_scale
         };
         let k = prepare(
-            split_heads(self.k_proj.forward(x.clone()), kvh),
+            split_heads(self.k_proj.project(x.clone()), kvh),
             &self.k_norm,
         );
-        let v = split_heads(self.v_proj.forward(x), kvh);
+        let v = split_heads(self.v_proj.project(x), kvh);
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v), // [b, kvh, t, hd]
             None => (k, v),
@@ -147,6 +149,6 @@ impl Attention {
             attend_grouped(q, k, v, mask, s > 1) // [b, h, s, hd]
         };
         let out = out.swap_dims(1, 2).reshape([b, s, h * hd]); // [b, s, h * hd]
-        self.o_proj.forward(out)
+        self.o_proj.project(out)
     }
 }

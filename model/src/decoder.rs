@@ -11,13 +11,13 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
-use burn::tensor::module::linear as linear_op;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::attention::{Attention, AttentionConfig};
 use crate::config::{ConfigError, NormLayout, TextConfig};
 use crate::init::{linear, normal_init};
 use crate::kv_cache::{KvCache, LayerCache};
+use crate::linear::Project;
 use crate::mask::{
     causal_padding_mask, position_ids_from_mask, sliding_window_mask, text_position_ids,
 };
@@ -191,7 +191,15 @@ impl TextModel {
     /// # Shapes
     /// - `input_ids`: `[batch, seq]` → `[batch, seq, hidden]`
     pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
-        self.embed_tokens.forward(input_ids)
+        let embeds = self.embed_tokens.forward(input_ids);
+        // The table may be kept in a narrower dtype than the activations (bf16 on the CPU);
+        // the activations' dtype is the norms'.
+        let dtype = self.norm.weight.val().dtype();
+        if embeds.dtype() == dtype {
+            embeds
+        } else {
+            embeds.cast(dtype)
+        }
     }
 
     /// The µP embedding multiplier applied to the decoder's input — text and spliced visual
@@ -371,8 +379,8 @@ pub fn lm_logits(
     scaling: f64,
 ) -> Tensor<3> {
     let logits = match lm_head {
-        Some(head) => head.forward(hidden),
-        None => linear_op(hidden, embed.weight.val().transpose(), None),
+        Some(head) => head.project(hidden),
+        None => nuri_kernels::linear(hidden, embed.weight.val().transpose(), None),
     };
     if scaling == 1.0 {
         logits

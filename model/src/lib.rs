@@ -15,6 +15,8 @@ pub mod generation;
 pub mod hf_config;
 pub mod init;
 pub mod kv_cache;
+pub mod linear;
+pub mod load;
 pub mod mask;
 pub mod mlp;
 pub mod multimodal;
@@ -32,6 +34,7 @@ pub use family::Family;
 pub use generation::{Batch, PendingPrompt, Prefilled, argmax};
 pub use hf_config::{hf_config_json, read_hf_config, read_json};
 pub use kv_cache::KvCache;
+pub use load::{LoadDtypes, LoadReport, keep_as_loaded};
 pub use mask::{
     causal_padding_mask, position_ids_from_mask, sliding_window_mask, text_position_ids,
 };
@@ -42,4 +45,4 @@ pub use presets::{PUBLISHED, ParameterCounts};
 pub use rope::MultimodalRotary;
 pub use rope_index::{FusionError, PositionRule, RopeIndex, VisionTokens, rope_index};
 pub use vision::{PatchMerger, VisionConfig, VisionError, VisionTransformer, VisionVariant};
-pub use weights::{WeightsError, load_pretrained, save_pretrained};
+pub use weights::{WeightsError, load_pretrained, load_pretrained_with, save_pretrained};

@@ -3,6 +3,8 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
+
+use crate::linear::Project;
 use burn::tensor::{Device, Tensor};
 use nuri_kernels::swiglu;
 
@@ -44,8 +46,8 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let gate = self.gate_proj.forward(x.clone()); // [..., inner]
+        let gate = self.gate_proj.project(x.clone()); // [..., inner]
         self.down_proj
-            .forward(swiglu(gate, self.up_proj.forward(x)))
+            .project(swiglu(gate, self.up_proj.project(x)))
     }
 }

@@ -18,6 +18,7 @@ use crate::decoder::{TextModel, lm_logits};
 use crate::family::Family;
 use crate::init::linear;
 use crate::kv_cache::KvCache;
+use crate::linear::Project;
 use crate::rope_index::{FusionError, PositionRule, VisionTokens, rope_index};
 use crate::vision::{VisionConfig, VisionError, VisionTransformer, VisionVariant};
 
@@ -302,7 +303,7 @@ impl NuriModel {
     ) -> Result<Tensor<2>, ModelError> {
         let merged = self.visual(kind)?.forward(pixels, grids)?;
         Ok(match &self.model.projector {
-            Some(projector) => projector.forward(merged),
+            Some(projector) => projector.project(merged),
             None => merged,
         })
     }

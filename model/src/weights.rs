@@ -13,17 +13,14 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::store::{
-    ApplyError, BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore,
-};
-use burn::tensor::{DType, Device, Tensor};
+use burn::store::{BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::{DType, Device};
 use serde_json::Value;
 use thiserror::Error;
 
 use crate::family::Family;
 use crate::hf_config::{hf_config_json, read_hf_config, read_json};
+use crate::load::{LoadDtypes, LoadReport, load_into};
 use crate::multimodal::{ModelError, NuriConfig, NuriModel};
 
 /// Checkpoint key (any family's layouts) → module path. Applied in order. Naver's original
@@ -167,30 +164,27 @@ fn remapper(table: &[(&str, &str)]) -> KeyRemapper {
     KeyRemapper::from_patterns(table.to_vec()).expect("the remapping tables are valid regexes")
 }
 
-/// Casts every float parameter to one dtype.
-struct CastParams(DType);
-
-impl ModuleMapper for CastParams {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|t| t.cast(dtype))
-    }
-}
-
-/// Loads a Hugging Face checkpoint directory of any supported family onto `device`, with float parameters
-/// in `dtype` (`DType::F32` or `DType::BF16`).
+/// Loads a Hugging Face checkpoint directory of any supported family onto `device`, with every
+/// float parameter in `dtype`.
 pub fn load_pretrained(
     dir: &Path,
     device: &Device,
     dtype: DType,
 ) -> Result<(NuriConfig, NuriModel), WeightsError> {
+    load_pretrained_with(dir, device, LoadDtypes::all(dtype)).map(|(c, m, _)| (c, m))
+}
+
+/// Loads a checkpoint directory with the matrices (linear weights, embeddings) and the rest
+/// in the dtypes of `dtypes` — e.g. bf16 matrices and f32 activations on the CPU — and says
+/// what it read (see [`crate::load`]).
+pub fn load_pretrained_with(
+    dir: &Path,
+    device: &Device,
+    dtypes: LoadDtypes,
+) -> Result<(NuriConfig, NuriModel, LoadReport), WeightsError> {
     let config = read_hf_config(&dir.join(CONFIG_FILE))?;
-    let mut model = NuriModel::new(&config, device)?;
+    let model = NuriModel::new(&config, device)?;
     let files = weight_files(dir)?;
-    let mut applied = BTreeSet::new();
-    let mut missing: Option<BTreeSet<String>> = None;
-    let mut unexpected = Vec::new();
-    let mut problems = Vec::new();
     for file in &files {
         if !file.exists() {
             return Err(WeightsError::Io {
@@ -201,62 +195,11 @@ pub fn load_pretrained(
                 ),
             });
         }
-        let mut store = SafetensorsStore::from_file(file)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .remap(remapper(&IMPORT_TABLE))
-            .allow_partial(true)
-            .validate(false);
-        let result = model
-            .load_from(&mut store)
-            .map_err(|e| WeightsError::Store {
-                path: file.clone(),
-                message: e.to_string(),
-            })?;
-        applied.extend(result.applied);
-        let here: BTreeSet<String> = result.missing.into_iter().map(|(path, _)| path).collect();
-        missing = Some(match missing {
-            None => here,
-            Some(before) => before.intersection(&here).cloned().collect(),
-        });
-        unexpected.extend(result.unused);
-        for error in result.errors {
-            problems.push(match error {
-                ApplyError::ShapeMismatch {
-                    path,
-                    expected,
-                    found,
-                } => format!("tensor {path} has shape {found:?}, the model expects {expected:?}"),
-                other => other.to_string(),
-            });
-        }
-    }
-    if !problems.is_empty() {
-        return Err(WeightsError::Mismatch {
-            dir: dir.to_path_buf(),
-            problems,
-        });
     }
     // A tied checkpoint may still carry lm_head.weight (a copy of the embedding).
-    unexpected.retain(|name| !(config.text.tie_word_embeddings && name == "lm_head.weight"));
-    if !unexpected.is_empty() {
-        unexpected.sort();
-        return Err(WeightsError::Unexpected {
-            dir: dir.to_path_buf(),
-            names: unexpected,
-        });
-    }
-    let missing: Vec<String> = missing
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|name| !applied.contains(name))
-        .collect();
-    if !missing.is_empty() {
-        return Err(WeightsError::Missing {
-            dir: dir.to_path_buf(),
-            names: missing,
-        });
-    }
-    Ok((config, model.map(&mut CastParams(dtype))))
+    let tied_copy = config.text.tie_word_embeddings.then_some("lm_head.weight");
+    let (model, report) = load_into(model, dir, &files, &IMPORT_TABLE, tied_copy, device, dtypes)?;
+    Ok((config, model, report))
 }
 
 /// Writes `model` and `config` as a Hugging Face checkpoint directory (`config.json` and one

@@ -1,9 +1,11 @@
-//! `nuri bench`: speed of a preset's phases on a device — the training step (forward,
-//! backward and AdamW over a batch of image + text samples), the vision encoder at 224² and
-//! 448², prefill, cached decoding at batch 1 and 8 — and the device's own fp32 matmul rate,
-//! so that each phase's model FLOPs utilization can be read off. Warm-up runs, then measured
-//! runs: median, min and max. `tools/reference/bench_torch.py` runs the same shapes through
-//! transformers' Qwen2-VL.
+//! `nuri bench`: speed of a preset's (random weights) or a checkpoint's (`--model DIR`) phases
+//! on a device — loading, the training step (forward, backward and AdamW over a batch of
+//! samples, each an image and text), the vision encoder at 224² and 448², prefill, cached
+//! decoding at batch 1 and 8 — and the device's own fp32 matmul rate and streaming read
+//! bandwidth, so that each phase's model FLOPs utilization, and each decode phase's share of
+//! the memory roofline (weight bytes per step ÷ bandwidth), can be read off. Warm-up runs,
+//! then measured runs: median, min and max. `tools/reference/bench_torch.py` runs the same
+//! shapes through transformers.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,18 +13,25 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use nuri_model::generation::argmax;
-use nuri_model::{MultimodalInput, NuriConfig, NuriModel};
+use nuri_model::{MultimodalInput, NuriConfig, NuriModel, keep_as_loaded, load_pretrained_with};
 
 use crate::DeviceChoice;
 
 /// What to measure.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchOptions {
-    /// tiny, quickstart or small-100m.
+    /// tiny, quickstart, small-100m or a published size (qwen2-vl-2b, …): random weights.
     #[arg(long, default_value = "quickstart")]
     pub preset: String,
+    /// A checkpoint directory to measure instead of a preset (its loading is measured too;
+    /// the training step is left out unless `--only train` asks for it).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The weights' dtype (f32, bf16, f16); on the CPU the activations stay f32.
+    #[arg(long, default_value = "f32", value_parser = crate::cli::parse_dtype)]
+    pub dtype: DType,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 2)]
@@ -45,8 +54,8 @@ pub struct BenchOptions {
     /// and decode2048 decode after prompts of 512 and 2,048 tokens).
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
-    /// Only these phases (comma-separated: matmul, train, vision224, vision448, prefill,
-    /// decode1, decode8, decode512, decode2048).
+    /// Only these phases (comma-separated: bandwidth, matmul, train, vision224, vision448,
+    /// prefill, decode1, decode8, decode512, decode2048).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Side of the square fp32 matmul that measures the device's own rate (1024 suits a
@@ -62,6 +71,7 @@ pub struct BenchOptions {
 }
 
 mod inputs;
+mod memory;
 mod report;
 
 pub use report::{Phase, peak_rss_mib};
@@ -75,17 +85,28 @@ pub fn run(o: &BenchOptions) -> Result<Vec<Phase>> {
 }
 
 fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
-    let Some(config) = NuriConfig::preset(&o.preset) else {
-        bail!(
-            "unknown preset `{}` (known: {})",
-            o.preset,
-            NuriConfig::PRESETS.join(", ")
-        );
+    let preset = match &o.model {
+        Some(_) => None,
+        None => Some(
+            o.preset
+                .parse::<crate::cli::Preset>()
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "unknown preset `{}` (known: {})",
+                        o.preset,
+                        crate::cli::Preset::names()
+                    )
+                })?
+                .config,
+        ),
     };
     if let Some(dir) = &o.export_config {
+        let Some(config) = &preset else {
+            bail!("--export-config writes a preset's config.json; --model already has one");
+        };
         let device = Device::flex();
-        let model = NuriModel::new(&config, &device)?;
-        nuri_model::save_pretrained(&model, &config, dir)
+        let model = NuriModel::new(config, &device)?;
+        nuri_model::save_pretrained(&model, config, dir)
             .with_context(|| format!("writing {}", dir.display()))?;
         println!("wrote {}", dir.join("config.json").display());
         return Ok(Vec::new());
@@ -93,11 +114,54 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
     if o.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let want = |name: &str| o.only.is_empty() || o.only.iter().any(|p| p == name);
+    let explicit = |name: &str| o.only.iter().any(|p| p == name);
+    let want =
+        |name: &str| o.only.is_empty() && !(name == "train" && o.model.is_some()) || explicit(name);
     let device = o.device.device()?;
     device.seed(0);
-    let model = NuriModel::new(&config, &device)?;
-    model.init_params_now();
+    let dtypes = crate::cli::load_dtypes(o.dtype, &device);
+    let mut phases = Vec::new();
+    if want("bandwidth") {
+        phases.push(bandwidth(o)?);
+    }
+    let (config, model) = match (&o.model, preset) {
+        (Some(dir), _) => {
+            let started = Instant::now();
+            let (config, model, report) = load_pretrained_with(dir, &device, dtypes)
+                .with_context(|| format!("loading {}", dir.display()))?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "loaded {} in {seconds:.2} s: {} tensors, {:.2} GB ({:?} matrices), loader peak {:.2} GB, peak RSS {:.0} MiB",
+                dir.display(),
+                report.tensors,
+                report.bytes as f64 / 1e9,
+                o.dtype,
+                report.peak_bytes as f64 / 1e9,
+                peak_rss_mib().unwrap_or(0.0),
+            );
+            phases.push(Phase {
+                name: "load".into(),
+                unit: "GB",
+                units: report.bytes as f64 / 1e9,
+                tokens: None,
+                flops: 0.0,
+                seconds: vec![seconds],
+                decode_batch: None,
+            });
+            (config, model)
+        }
+        (None, Some(config)) => {
+            let model = NuriModel::new(&config, &device)?;
+            model.init_params_now();
+            let model = if o.dtype == DType::F32 {
+                model
+            } else {
+                keep_as_loaded(model, dtypes)
+            };
+            (config, model)
+        }
+        (None, None) => unreachable!("a preset when there is no model"),
+    };
     let bench = Bench {
         o,
         s: sizes(&config),
@@ -105,7 +169,6 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
         device,
         model,
     };
-    let mut phases = Vec::new();
     if want("matmul") {
         phases.push(bench.matmul()?);
     }
@@ -118,16 +181,37 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
     }
     phases.extend(bench.decode(&want)?);
     let params = bench.model.num_params();
-    print_table(o, &bench.config, params, &phases);
+    let step_bytes = memory::decode_bytes(&bench.model);
+    print_table(o, &bench.config, params, step_bytes, &phases);
     if let Some(path) = &o.json {
         std::fs::write(
             path,
-            serde_json::to_string_pretty(&to_json(o, params, &phases))?,
+            serde_json::to_string_pretty(&to_json(o, params, step_bytes, &phases))?,
         )
         .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(phases)
+}
+
+/// The machine's streaming read bandwidth (every core reading a 1 GiB buffer once).
+fn bandwidth(o: &BenchOptions) -> Result<Phase> {
+    let stream = memory::Stream::new();
+    let mut sink = 0;
+    let seconds = time_runs(o.warmup.max(1), o.runs, || {
+        sink ^= stream.read();
+        Ok(())
+    })?;
+    std::hint::black_box(sink);
+    Ok(Phase {
+        name: "memory read".into(),
+        unit: "GB",
+        units: stream.bytes() as f64 / 1e9,
+        tokens: None,
+        flops: 0.0,
+        seconds,
+        decode_batch: None,
+    })
 }
 
 /// What every phase measures with: the options, the preset and its model on the device.
@@ -158,6 +242,7 @@ impl Bench<'_> {
             tokens: None,
             flops,
             seconds,
+            decode_batch: None,
         })
     }
 
@@ -203,6 +288,7 @@ impl Bench<'_> {
             tokens: Some(tokens),
             flops: 6.0 * (s.lm * tokens + s.vit * patches),
             seconds,
+            decode_batch: None,
         })
     }
 
@@ -238,6 +324,7 @@ impl Bench<'_> {
                 tokens: None,
                 flops: 2.0 * s.vit * patches,
                 seconds,
+                decode_batch: None,
             });
         }
         Ok(phases)
@@ -262,6 +349,7 @@ impl Bench<'_> {
             tokens: None,
             flops: 2.0 * s.lm * tokens,
             seconds,
+            decode_batch: None,
         })
     }
 
@@ -307,6 +395,7 @@ impl Bench<'_> {
                 tokens: None,
                 flops: 2.0 * s.lm * tokens,
                 seconds: decode,
+                decode_batch: Some(batch),
             });
         }
         Ok(phases)
@@ -321,6 +410,8 @@ mod tests {
     fn bench_measures_every_phase_of_the_tiny_preset() {
         let options = BenchOptions {
             preset: "tiny".into(),
+            model: None,
+            dtype: DType::F32,
             device: DeviceChoice::Cpu,
             warmup: 0,
             runs: 2,
@@ -339,6 +430,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "memory read",
                 "matmul 1024³ fp32",
                 "train step",
                 "vision encoder 224²",

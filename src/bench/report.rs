@@ -21,6 +21,8 @@ pub struct Phase {
     /// Model FLOPs per run (for the utilization column).
     pub flops: f64,
     pub seconds: Vec<f64>,
+    /// A decode phase's batch (tokens per step), for its share of the memory roofline.
+    pub decode_batch: Option<usize>,
 }
 
 impl Phase {
@@ -72,7 +74,28 @@ pub(super) fn time_runs(
     Ok(out)
 }
 
-pub(super) fn print_table(o: &BenchOptions, config: &NuriConfig, params: usize, phases: &[Phase]) {
+/// The measured streaming read bandwidth, in bytes/s.
+fn bandwidth(phases: &[Phase]) -> Option<f64> {
+    phases
+        .iter()
+        .find(|p| p.name == "memory read")
+        .map(|p| p.median() * 1e9)
+}
+
+/// A decode phase's rate as a share of the roofline: steps/s over bandwidth ÷ bytes per step.
+fn roofline_share(p: &Phase, bandwidth: Option<f64>, step_bytes: u64) -> Option<f64> {
+    let (batch, bw) = (p.decode_batch?, bandwidth?);
+    let steps_per_s = p.median() / batch as f64;
+    Some(steps_per_s / (bw / step_bytes as f64))
+}
+
+pub(super) fn print_table(
+    o: &BenchOptions,
+    config: &NuriConfig,
+    params: usize,
+    step_bytes: u64,
+    phases: &[Phase],
+) {
     let peak = phases
         .iter()
         .find(|p| p.unit == "GFLOP")
@@ -92,38 +115,58 @@ pub(super) fn print_table(o: &BenchOptions, config: &NuriConfig, params: usize, 
         o.runs
     );
     println!(
-        "{:<22} {:>14} {:>22} {:>12} {:>8}",
-        "phase", "median", "min – max", "GFLOP/s", "MFU"
+        "{:<22} {:>14} {:>22} {:>12} {:>8} {:>9}",
+        "phase", "median", "min – max", "GFLOP/s", "MFU", "roofline"
     );
+    let bw = bandwidth(phases);
     for p in phases {
         let r = p.rates();
         let (lo, hi) = (r[0], r[r.len() - 1]);
         let mfu = match peak {
-            Some(peak) if p.unit != "GFLOP" => format!("{:.1}%", 100.0 * p.flops_per_s() / peak),
+            Some(peak) if p.unit != "GFLOP" && p.flops > 0.0 => {
+                format!("{:.1}%", 100.0 * p.flops_per_s() / peak)
+            }
             _ => "-".into(),
         };
+        let roof =
+            roofline_share(p, bw, step_bytes).map_or("-".into(), |r| format!("{:.0}%", 100.0 * r));
         println!(
-            "{:<22} {:>8.1} {:<5} {:>10.1} – {:<9.1} {:>12.2} {:>8}",
+            "{:<22} {:>8.1} {:<5} {:>10.1} – {:<9.1} {:>12.2} {:>8} {:>9}",
             p.name,
             p.median(),
             format!("{}/s", p.unit),
             lo,
             hi,
             p.flops_per_s() / 1e9,
-            mfu
+            mfu,
+            roof
         );
         if let Some(tokens) = p.tokens {
             println!("{:<22} {:>8.1} tokens/s", "", p.median() * tokens / p.units);
         }
+    }
+    if let Some(bw) = bw {
+        println!(
+            "weights read per decode step {:.3} GB (dtype {:?}): roofline {:.2} steps/s at {:.1} GB/s",
+            step_bytes as f64 / 1e9,
+            o.dtype,
+            bw / step_bytes as f64,
+            bw / 1e9
+        );
     }
     if let Some(mib) = peak_rss_mib() {
         println!("peak resident memory   {mib:.0} MiB");
     }
 }
 
-pub(super) fn to_json(o: &BenchOptions, params: usize, phases: &[Phase]) -> Json {
+pub(super) fn to_json(o: &BenchOptions, params: usize, step_bytes: u64, phases: &[Phase]) -> Json {
+    let bw = bandwidth(phases);
     json!({
         "preset": o.preset,
+        "model": o.model.as_ref().map(|m| m.display().to_string()),
+        "dtype": format!("{:?}", o.dtype),
+        "decode_step_bytes": step_bytes,
+        "bandwidth_bytes_per_s": bw,
         "device": o.device.to_string(),
         "parameters": params,
         "batch": o.batch,
@@ -142,6 +185,7 @@ pub(super) fn to_json(o: &BenchOptions, params: usize, phases: &[Phase]) -> Json
                 "max": r[r.len() - 1],
                 "tokens_per_s": p.tokens.map(|t| p.median() * t / p.units),
                 "gflop_per_s": p.flops_per_s() / 1e9,
+                "roofline_share": roofline_share(p, bw, step_bytes),
                 "seconds": p.seconds,
             })
         }).collect::<Vec<_>>(),

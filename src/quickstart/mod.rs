@@ -324,7 +324,11 @@ struct Evaluated {
 /// Step 4: greedy answers on the test, compositional and reversed splits.
 fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Evaluated> {
     println!("[4/4] evaluating by greedy generation (exact match)");
-    let loaded = load(&trained.model_dir, o.device.device()?, DType::F32)?;
+    let loaded = load(
+        &trained.model_dir,
+        o.device.device()?,
+        nuri_model::LoadDtypes::all(DType::F32),
+    )?;
     let mut splits = BTreeMap::new();
     let mut samples = Vec::new();
     for split in ["test", "compositional"] {

@@ -59,6 +59,8 @@ def phase(name, unit, units, seconds, tokens=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config")
+    ap.add_argument("--model", help="a checkpoint directory (any family transformers loads) instead of --config; "
+                    "its loading is timed, the training step left out")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
@@ -70,28 +72,38 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="float32", help="float32 or bfloat16")
     ap.add_argument("--matmul-size", type=int, default=1024)
+    ap.add_argument("--no-vision", action="store_true", help="leave out the vision encoder phases")
     ap.add_argument("--json")
     ap.add_argument("--compare", nargs=2, metavar=("NURI_JSON", "TORCH_JSON"))
     a = ap.parse_args()
     if a.compare:
         return compare(*a.compare)
 
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    config = Qwen2VLConfig.from_pretrained(a.config)
-    config._attn_implementation = "sdpa"
     dev = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
-    model = Qwen2VLForConditionalGeneration(config).to(device=dev, dtype=dtype)
+    phases = []
+    if a.model:
+        t0 = time.perf_counter()
+        model = AutoModelForImageTextToText.from_pretrained(a.model, dtype=dtype, attn_implementation="sdpa").to(dev)
+        sync()
+        secs = time.perf_counter() - t0
+        gb = sum(q.numel() * q.element_size() for q in model.parameters()) / 1e9
+        phases.append(phase("load", "GB", gb, [secs]))
+        config = model.config
+    else:
+        config = Qwen2VLConfig.from_pretrained(a.config)
+        config._attn_implementation = "sdpa"
+        model = Qwen2VLForConditionalGeneration(config).to(device=dev, dtype=dtype)
     vc = config.vision_config
     tc = config.text_config if hasattr(config, "text_config") else config
     p, m, t = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size
     patch_dim = vc.in_channels * t * p * p
     vocab = tc.vocab_size
     specials = {config.image_token_id, config.video_token_id, config.vision_start_token_id, config.vision_end_token_id}
-    phases = []
 
     # The machine's fp32 matmul rate.
     n = a.matmul_size
@@ -107,34 +119,35 @@ def main():
         g = side // p
         return torch.randn(count * g * g, patch_dim, device=dev, dtype=dtype), torch.tensor([[1, g, g]] * count, device=dev)
 
-    # Training step: forward + backward + AdamW.
-    g = a.image // p
-    pads = g * g // (m * m)
-    gen = torch.Generator().manual_seed(0)
-    rows = []
-    for _ in range(a.batch):
-        text = [i for i in torch.randint(0, vocab, (a.text_tokens * 2,), generator=gen).tolist() if i not in specials][: a.text_tokens]
-        rows.append([config.vision_start_token_id] + [config.image_token_id] * pads + [config.vision_end_token_id] + text)
-    ids = torch.tensor(rows, device=dev)
-    # transformers 5 wants the modality of each token (1: image) for M-RoPE.
-    mm_types = (ids == config.image_token_id).long()
-    pixels, grid = images(a.batch, a.image)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    model.train()
+    if not a.model:
+        # Training step: forward + backward + AdamW.
+        g = a.image // p
+        pads = g * g // (m * m)
+        gen = torch.Generator().manual_seed(0)
+        rows = []
+        for _ in range(a.batch):
+            text = [i for i in torch.randint(0, vocab, (a.text_tokens * 2,), generator=gen).tolist() if i not in specials][: a.text_tokens]
+            rows.append([config.vision_start_token_id] + [config.image_token_id] * pads + [config.vision_end_token_id] + text)
+        ids = torch.tensor(rows, device=dev)
+        # transformers 5 wants the modality of each token (1: image) for M-RoPE.
+        mm_types = (ids == config.image_token_id).long()
+        pixels, grid = images(a.batch, a.image)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        model.train()
 
-    def step():
-        out = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid, mm_token_type_ids=mm_types, labels=ids)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+        def step():
+            out = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid, mm_token_type_ids=mm_types, labels=ids)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
 
-    secs = timed(a.warmup, a.runs, step)
-    phases.append(phase("train step", "samples", a.batch, secs, tokens=a.batch * ids.shape[1]))
+        secs = timed(a.warmup, a.runs, step)
+        phases.append(phase("train step", "samples", a.batch, secs, tokens=a.batch * ids.shape[1]))
     model.eval()
 
     with torch.inference_mode():
         for name, side, count in [("vision encoder 224²", 224, 4), ("vision encoder 448²", 448, 1)]:
-            if side % (p * m):
+            if side % (p * m) or a.no_vision:
                 continue
             px, gr = images(count, side)
             secs = timed(a.warmup, a.runs, lambda: model.model.visual(px, grid_thw=gr))

@@ -4,6 +4,8 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
+
+use crate::linear::Project;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
@@ -52,6 +54,6 @@ impl PatchMerger {
             .ln_q
             .forward(x)
             .reshape([n / self.merge_area, d * self.merge_area]); // [n/4, 4d]
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        self.fc2.project(gelu(self.fc1.project(x)))
     }
 }

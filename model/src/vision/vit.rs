@@ -11,6 +11,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
+
+use crate::linear::Project;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::config::{VisionConfig, VisionError, VisionVariant, count_patches};
@@ -90,7 +92,7 @@ impl VisionAttention {
         let [n, d] = x.dims();
         let (h, kvh) = (self.num_heads, self.num_kv_heads);
         let hd = d / h;
-        let qkv = self.qkv.forward(x); // [n, (h + 2 kvh) · hd]
+        let qkv = self.qkv.project(x); // [n, (h + 2 kvh) · hd]
         let part = |start: usize, heads: usize| {
             qkv.clone()
                 .narrow(1, start * hd, heads * hd)
@@ -127,7 +129,7 @@ impl VisionAttention {
         }
         let out = Tensor::cat(outputs, 1); // [h, n, hd]
         let out = out.swap_dims(0, 1).reshape([n, d]); // [n, h * hd]
-        self.proj.forward(out)
+        self.proj.project(out)
     }
 }
 
@@ -167,10 +169,10 @@ impl VisionMlp {
             &self.up_proj,
             &self.down_proj,
         ) {
-            (Some(fc1), Some(fc2), ..) => fc2.forward(quick_gelu(fc1.forward(x))),
+            (Some(fc1), Some(fc2), ..) => fc2.project(quick_gelu(fc1.project(x))),
             (_, _, Some(gate), Some(up), Some(down)) => {
-                let gated = nuri_kernels::swiglu(gate.forward(x.clone()), up.forward(x));
-                down.forward(gated)
+                let gated = nuri_kernels::swiglu(gate.project(x.clone()), up.project(x));
+                down.project(gated)
             }
             _ => unreachable!("a vision MLP is built with one variant's layers"),
         }

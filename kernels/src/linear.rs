@@ -1,0 +1,189 @@
+//! A linear layer's product `x·w + b` whose weight may be stored in another float type than
+//! the activations (bf16 weights, f32 compute on the CPU), with the weight in either layout:
+//! Burn's `[in, out]` or, as a transposed view, the checkpoint's `[out, in]`.
+//!
+//! Burn's CPU matmul of a bf16 weight widens the whole weight to f32 on every call, and an
+//! f32 matmul at batch 1 is a matrix-vector product that gemm does not stream at memory speed.
+//! On the flex backend without autodiff, a weight held as the checkpoint's rows (`[out, in]`
+//! in memory, which the loader keeps) is read directly by [`crate::matvec`]: one pass over its
+//! bytes per call, f32 accumulation. Everything else — other devices, training (autodiff),
+//! an f32 weight at prefill sizes, where gemm is the faster loop — takes Burn's operations with
+//! the weight cast to the activations' type.
+
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, backend_extension};
+use burn::tensor::{DType, FloatDType, Tensor};
+
+use crate::fused::{f32_tensor, values};
+use crate::matvec::matmul_wt;
+use crate::on_flex;
+
+/// Activation rows from which an f32 weight goes to gemm instead of the streaming loop.
+const F32_STREAM_ROWS: usize = 16;
+
+#[backend_extension(Flex)]
+pub trait FusedLinear: Backend {
+    /// `x·w` for `x` `[m, k]` and `w` `[k, n]`, `w` cast to `x`'s float type.
+    fn linear_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let w = cast_like::<Self>(w, &x);
+        Self::float_matmul(x, w)
+    }
+}
+
+fn float_dtype(dtype: DType) -> Option<FloatDType> {
+    Some(match dtype {
+        DType::F64 => FloatDType::F64,
+        DType::F32 => FloatDType::F32,
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        _ => return None,
+    })
+}
+
+fn cast_like<B: Backend>(w: FloatTensor<B>, x: &FloatTensor<B>) -> FloatTensor<B> {
+    use burn::backend::TensorMetadata;
+    match float_dtype(x.dtype()) {
+        Some(dtype) if w.dtype() != x.dtype() => B::float_cast(w, dtype),
+        _ => w,
+    }
+}
+
+impl FusedLinear for Flex {
+    fn linear_matmul(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+        let (m, k) = {
+            let shape = x.layout().shape();
+            (shape[0], shape[1])
+        };
+        let n = w.layout().shape()[1];
+        // The checkpoint's `[n, k]` rows seen as `[k, n]`: strides (1, k).
+        let rows_layout = w.layout().strides() == [1, k as isize];
+        let streams = x.dtype() == DType::F32
+            && rows_layout
+            && match w.dtype() {
+                DType::BF16 => true,
+                DType::F32 => m < F32_STREAM_ROWS,
+                _ => false,
+            };
+        if !streams {
+            let w = cast_like::<Flex>(w, &x);
+            return Flex::float_matmul(x, w);
+        }
+        let (x, _) = values(&x);
+        let xs = x.as_slice::<f32>().expect("contiguous f32");
+        let start = w.layout().start_offset();
+        let mut y = vec![0.0f32; m * n];
+        match w.dtype() {
+            DType::BF16 => {
+                let all = w.storage::<burn::tensor::bf16>();
+                // SAFETY: bf16 is a transparent wrapper of its u16 bits.
+                let bits: &[u16] =
+                    unsafe { std::slice::from_raw_parts(all.as_ptr().cast::<u16>(), all.len()) };
+                matmul_wt(xs, &bits[start..start + n * k], &mut y, m, k, n);
+            }
+            _ => {
+                let all = w.storage::<f32>();
+                matmul_wt(xs, &all[start..start + n * k], &mut y, m, k, n);
+            }
+        }
+        f32_tensor(y, Layout::contiguous([m, n].into()))
+    }
+}
+
+/// `x·weight + bias` over the last dimension, as Burn's `Linear` computes it (`weight`
+/// `[in, out]`), with `weight` and `bias` in any float type: the result is in `x`'s.
+///
+/// # Shapes
+/// - `x`: `[..., in]` → `[..., out]`
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let dims = x.dims();
+    let [k, n] = weight.dims();
+    assert_eq!(
+        dims[D - 1],
+        k,
+        "linear: input width {} ≠ weight rows {k}",
+        dims[D - 1]
+    );
+    let dtype = x.dtype();
+    let y = if on_flex(&x.device()) && !x.is_autodiff() && !weight.is_autodiff() {
+        let m = dims[..D - 1].iter().product();
+        let x2 = x.reshape([m, k]); // [m, in]
+        let y = <burn::backend::Dispatch as FusedLinear>::linear_matmul(
+            x2.into_dispatch(),
+            weight.into_dispatch(),
+        );
+        let mut out = dims;
+        out[D - 1] = n;
+        Tensor::<2>::from_dispatch(y).reshape(out)
+    } else {
+        let weight = if weight.dtype() == dtype {
+            weight
+        } else {
+            weight.cast(dtype)
+        };
+        x.matmul(weight.unsqueeze())
+    };
+    match bias {
+        Some(b) if b.dtype() == dtype => y + b.unsqueeze(),
+        Some(b) => y + b.cast(dtype).unsqueeze(),
+        None => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    fn close(a: Tensor<3>, b: Tensor<3>, tol: f32) {
+        let (a, b) = (a.into_data(), b.into_data());
+        let (a, b) = (
+            a.try_to_vec::<f32>().unwrap(),
+            b.try_to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    /// The checkpoint's `[out, in]` weight seen as Burn's `[in, out]`, in f32 and bf16, at a
+    /// decoding batch and a prefill batch, equals Burn's own matmul of the same values.
+    #[test]
+    fn a_transposed_weight_in_any_float_type_equals_burns_matmul() {
+        let device = Device::flex();
+        let (k, n) = (70, 37);
+        let rows = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &device);
+        let bias = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
+        for t in [1, 3, 20] {
+            let x = Tensor::<3>::random([2, t, k], Distribution::Normal(0.0, 1.0), &device);
+            let want =
+                x.clone().matmul(rows.clone().transpose().unsqueeze()) + bias.clone().unsqueeze();
+            let got = linear(x.clone(), rows.clone().transpose(), Some(bias.clone()));
+            close(got, want, 1e-5);
+            // bf16 weights: the same as the f32 product of the rounded values.
+            let rounded = rows.clone().cast(DType::BF16);
+            let want = x
+                .clone()
+                .matmul(rounded.clone().cast(DType::F32).transpose().unsqueeze());
+            let got = linear(x.clone(), rounded.clone().transpose(), None);
+            assert_eq!(got.dtype(), DType::F32);
+            close(got, want, 1e-5);
+            // Burn's own layout takes Burn's matmul.
+            let plain = Tensor::<2>::from_data(
+                rows.clone().transpose().into_data().convert::<f32>(),
+                &device,
+            );
+            close(
+                linear(x.clone(), plain, None),
+                x.matmul(rows.clone().transpose().unsqueeze()),
+                1e-5,
+            );
+        }
+    }
+}

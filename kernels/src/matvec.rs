@@ -1,0 +1,555 @@
+//! The loops of [`crate::linear`]: `y = x·wᵀ` for activations `x` (`[m, k]`, f32) and a weight
+//! `w` stored as the checkpoint stores it, one output row per row of `w` (`[n, k]`), in f32 or
+//! bf16 (the upper half of an f32: widening is a shift, so the loops below read bf16 at the
+//! cost of one more instruction per 16 values and half the bytes).
+//!
+//! Decoding reads every weight once per token, so at batch 1 the loop is a stream over `w`:
+//! tiles of 4 weight rows × up to 4 activation rows (16 accumulators of 16 lanes, all in
+//! registers with AVX-512), output rows split over rayon's pool. With more activation rows
+//! (prefill) each group of weight rows is widened to f32 once into a scratch buffer and reused
+//! by every activation tile. Sums are kept in f32 over 16 lanes and added up at the end of the
+//! row.
+
+use rayon::prelude::*;
+
+/// Activation rows per tile.
+const MR: usize = 4;
+/// Weight rows per tile.
+const NR: usize = 4;
+/// Lanes of one accumulator (one AVX-512 register of f32).
+const LANES: usize = 16;
+/// Weight rows per parallel task (a multiple of [`NR`]).
+const TASK_ROWS: usize = 16;
+/// From this many activation rows on, a group of weight rows is widened to f32 once and the
+/// tiles read the f32 copy.
+const WIDEN_FROM: usize = 16;
+
+/// A weight element the loops read.
+pub trait WeightElem: Copy + Send + Sync + 'static {
+    /// Whether the element is bf16 bits (else f32).
+    const BF16: bool;
+    fn widen(self) -> f32;
+}
+
+impl WeightElem for f32 {
+    const BF16: bool = false;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+/// bf16 as its bits.
+impl WeightElem for u16 {
+    const BF16: bool = true;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits(u32::from(self) << 16)
+    }
+}
+
+/// A raw pointer to the output, shared by tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: each task writes only the output columns of its own weight rows.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// `y[i][j] = Σ_l x[i][l]·w[j][l]` for `x` `[m, k]`, `w` `[n, k]`, `y` `[m, n]` (all row-major,
+/// `y` overwritten).
+pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) {
+    assert_eq!(x.len(), m * k, "x is [m, k]");
+    assert_eq!(w.len(), n * k, "w is [n, k]");
+    assert_eq!(y.len(), m * n, "y is [m, n]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let out = Out(y.as_mut_ptr());
+    let tasks = n.div_ceil(TASK_ROWS);
+    let run = |t: usize| {
+        let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+        // SAFETY: rows j0..j1 of w are in bounds; the task writes y[.., j0..j1] only.
+        unsafe { rows(x, &w[j0 * k..j1 * k], out, m, k, n, j0) }
+    };
+    if tasks == 1 || m * n * k < 1 << 15 {
+        (0..tasks).for_each(run);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
+}
+
+/// Output columns `j0..j0 + w.len() / k` of `y`.
+///
+/// # Safety
+/// `out` points at `y` (`[m, n]`) and no other task writes these columns.
+unsafe fn rows<W: WeightElem>(
+    x: &[f32],
+    w: &[W],
+    out: Out,
+    m: usize,
+    k: usize,
+    n: usize,
+    j0: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features the loop was compiled for.
+            return unsafe { avx512::rows(x, w, out, m, k, n, j0) };
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<W: WeightElem>(
+            x: &[f32],
+            w: &[W],
+            out: Out,
+            m: usize,
+            k: usize,
+            n: usize,
+            j0: usize,
+        ) {
+            unsafe { rows_body(x, w, out, m, k, n, j0) }
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features the build was compiled for.
+            return unsafe { avx2(x, w, out, m, k, n, j0) };
+        }
+    }
+    unsafe { rows_body(x, w, out, m, k, n, j0) }
+}
+
+#[inline(always)]
+unsafe fn rows_body<W: WeightElem>(
+    x: &[f32],
+    w: &[W],
+    out: Out,
+    m: usize,
+    k: usize,
+    n: usize,
+    j0: usize,
+) {
+    let count = w.len() / k;
+    let mut scratch = Vec::new();
+    let mut j = 0;
+    while j < count {
+        let nr = NR.min(count - j);
+        let group = &w[j * k..(j + nr) * k];
+        if m >= WIDEN_FROM {
+            scratch.clear();
+            scratch.extend(group.iter().map(|v| v.widen()));
+            unsafe { group_tiles(x, &scratch, out, (m, k, n), j0 + j, nr) };
+        } else {
+            unsafe { group_tiles(x, group, out, (m, k, n), j0 + j, nr) };
+        }
+        j += nr;
+    }
+}
+
+/// Every activation tile against one group of `nr` weight rows (`w` is `[nr, k]`), written
+/// to columns `col..col + nr`.
+#[inline(always)]
+unsafe fn group_tiles<W: WeightElem>(
+    x: &[f32],
+    w: &[W],
+    out: Out,
+    (m, k, n): (usize, usize, usize),
+    col: usize,
+    nr: usize,
+) {
+    let mut i = 0;
+    while i < m {
+        let mr = MR.min(m - i);
+        let sums = match (mr, nr) {
+            (4, 4) => widen_tile::<W, 4, 4>(x, w, i, k),
+            (3, 4) => widen_tile::<W, 3, 4>(x, w, i, k),
+            (2, 4) => widen_tile::<W, 2, 4>(x, w, i, k),
+            (1, 4) => widen_tile::<W, 1, 4>(x, w, i, k),
+            _ => {
+                let mut s = [[0.0; NR]; MR];
+                for (r, row) in s.iter_mut().enumerate().take(mr) {
+                    for (c, v) in row.iter_mut().enumerate().take(nr) {
+                        *v = widen_tile::<W, 1, 1>(x, &w[c * k..(c + 1) * k], i + r, k)[0][0];
+                    }
+                }
+                s
+            }
+        };
+        for (r, row) in sums.iter().enumerate().take(mr) {
+            for (c, &v) in row.iter().enumerate().take(nr) {
+                // SAFETY: row i + r < m, column col + c < n; only this task writes it.
+                unsafe { *out.0.add((i + r) * n + col + c) = v };
+            }
+        }
+        i += mr;
+    }
+}
+
+/// The `R × C` dot products of activation rows `i..i + R` with weight rows `0..C` of `w`,
+/// padded into a `[MR][NR]` array.
+#[inline(always)]
+fn widen_tile<W: WeightElem, const R: usize, const C: usize>(
+    x: &[f32],
+    w: &[W],
+    i: usize,
+    k: usize,
+) -> [[f32; NR]; MR] {
+    let xs: [&[f32]; R] = std::array::from_fn(|r| &x[(i + r) * k..(i + r + 1) * k]);
+    let ws: [&[W]; C] = std::array::from_fn(|c| &w[c * k..(c + 1) * k]);
+    let mut acc = [[[0.0f32; LANES]; C]; R];
+    let full = k / LANES * LANES;
+    let mut l = 0;
+    while l < full {
+        let mut wv = [[0.0f32; LANES]; C];
+        for c in 0..C {
+            let src = &ws[c][l..l + LANES];
+            for (v, s) in wv[c].iter_mut().zip(src) {
+                *v = s.widen();
+            }
+        }
+        for r in 0..R {
+            let xv = &xs[r][l..l + LANES];
+            for c in 0..C {
+                for ((a, &xe), &we) in acc[r][c].iter_mut().zip(xv).zip(&wv[c]) {
+                    *a = xe.mul_add(we, *a);
+                }
+            }
+        }
+        l += LANES;
+    }
+    let mut sums = [[0.0; NR]; MR];
+    for r in 0..R {
+        for c in 0..C {
+            let mut s: f32 = acc[r][c].iter().sum();
+            for t in full..k {
+                s = xs[r][t].mul_add(ws[c][t].widen(), s);
+            }
+            sums[r][c] = s;
+        }
+    }
+    sums
+}
+
+/// The same loops written with AVX-512 intrinsics: the accumulators of a 4 × 4 tile are 16 of
+/// the 32 vector registers, the weights widened from bf16 with a zero-extend and a shift, and a
+/// row's tail read with masked loads.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR, Out, WIDEN_FROM, WeightElem};
+
+    /// 16 weights from `p` as f32 (`mask` selects the lanes read; the others are 0).
+    #[inline(always)]
+    unsafe fn load<W: WeightElem>(p: *const W, mask: __mmask16) -> __m512 {
+        unsafe {
+            if W::BF16 {
+                let half = _mm256_maskz_loadu_epi16(mask, p.cast());
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(half)))
+            } else {
+                _mm512_maskz_loadu_ps(mask, p.cast())
+            }
+        }
+    }
+
+    /// Dot products of `R` activation rows (from `x`, rows `k` apart) with `C` weight rows
+    /// (from `w`, rows `k` apart).
+    #[inline(always)]
+    unsafe fn tile<W: WeightElem, const R: usize, const C: usize>(
+        x: *const f32,
+        w: *const W,
+        k: usize,
+    ) -> [[f32; C]; R] {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); C]; R];
+            let full = k / 16 * 16;
+            let all: __mmask16 = 0xFFFF;
+            let mut l = 0;
+            // Two vectors per row per step: twice the bytes in flight, which a stream of
+            // bf16 rows needs to reach the memory's bandwidth.
+            while l + 32 <= full {
+                let wa: [__m512; C] = std::array::from_fn(|c| load(w.add(c * k + l), all));
+                let wb: [__m512; C] = std::array::from_fn(|c| load(w.add(c * k + l + 16), all));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let xa = _mm512_loadu_ps(x.add(r * k + l));
+                    let xb = _mm512_loadu_ps(x.add(r * k + l + 16));
+                    for ((a, &ca), &cb) in row.iter_mut().zip(&wa).zip(&wb) {
+                        *a = _mm512_fmadd_ps(xb, cb, _mm512_fmadd_ps(xa, ca, *a));
+                    }
+                }
+                l += 32;
+            }
+            while l < full {
+                let wv: [__m512; C] = std::array::from_fn(|c| load(w.add(c * k + l), all));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_ps(x.add(r * k + l));
+                    for (a, &wc) in row.iter_mut().zip(&wv) {
+                        *a = _mm512_fmadd_ps(xv, wc, *a);
+                    }
+                }
+                l += 16;
+            }
+            if full < k {
+                let mask: __mmask16 = ((1u32 << (k - full)) - 1) as u16;
+                let wv: [__m512; C] = std::array::from_fn(|c| load(w.add(c * k + l), mask));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_maskz_loadu_ps(mask, x.add(r * k + l));
+                    for (a, &wc) in row.iter_mut().zip(&wv) {
+                        *a = _mm512_fmadd_ps(xv, wc, *a);
+                    }
+                }
+            }
+            acc.map(|row| row.map(|a| _mm512_reduce_add_ps(a)))
+        }
+    }
+
+    /// Every activation tile against `nr` weight rows at `w`, into columns `col..col + nr`.
+    #[inline(always)]
+    unsafe fn group<W: WeightElem>(
+        x: &[f32],
+        w: *const W,
+        out: Out,
+        (m, k, n): (usize, usize, usize),
+        col: usize,
+        nr: usize,
+    ) {
+        unsafe {
+            let put = |i: usize, c0: usize, sums: &[&[f32]]| {
+                for (r, row) in sums.iter().enumerate() {
+                    for (c, &v) in row.iter().enumerate() {
+                        *out.0.add((i + r) * n + col + c0 + c) = v;
+                    }
+                }
+            };
+            let mut i = 0;
+            while i < m {
+                let mr = MR.min(m - i);
+                let xi = x.as_ptr().add(i * k);
+                if nr == NR {
+                    match mr {
+                        4 => {
+                            let s = tile::<W, 4, 4>(xi, w, k);
+                            put(i, 0, &[&s[0], &s[1], &s[2], &s[3]]);
+                        }
+                        3 => {
+                            let s = tile::<W, 3, 4>(xi, w, k);
+                            put(i, 0, &[&s[0], &s[1], &s[2]]);
+                        }
+                        2 => {
+                            let s = tile::<W, 2, 4>(xi, w, k);
+                            put(i, 0, &[&s[0], &s[1]]);
+                        }
+                        _ => {
+                            let s = tile::<W, 1, 4>(xi, w, k);
+                            put(i, 0, &[&s[0]]);
+                        }
+                    }
+                } else {
+                    for c in 0..nr {
+                        let wc = w.add(c * k);
+                        match mr {
+                            4 => {
+                                let s = tile::<W, 4, 1>(xi, wc, k);
+                                put(i, c, &[&s[0], &s[1], &s[2], &s[3]]);
+                            }
+                            3 => {
+                                let s = tile::<W, 3, 1>(xi, wc, k);
+                                put(i, c, &[&s[0], &s[1], &s[2]]);
+                            }
+                            2 => {
+                                let s = tile::<W, 2, 1>(xi, wc, k);
+                                put(i, c, &[&s[0], &s[1]]);
+                            }
+                            _ => {
+                                let s = tile::<W, 1, 1>(xi, wc, k);
+                                put(i, c, &[&s[0]]);
+                            }
+                        }
+                    }
+                }
+                i += mr;
+            }
+        }
+    }
+
+    /// [`super::rows`] with AVX-512.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL and FMA; as [`super::rows`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    pub(super) unsafe fn rows<W: WeightElem>(
+        x: &[f32],
+        w: &[W],
+        out: Out,
+        m: usize,
+        k: usize,
+        n: usize,
+        j0: usize,
+    ) {
+        let count = w.len() / k;
+        let widen = W::BF16 && m >= WIDEN_FROM;
+        let mut scratch: Vec<f32> = if widen { vec![0.0; NR * k] } else { Vec::new() };
+        let mut j = 0;
+        while j < count {
+            let nr = NR.min(count - j);
+            let rows = &w[j * k..(j + nr) * k];
+            unsafe {
+                if widen {
+                    // Widened once here, read by every activation tile below.
+                    let full = rows.len() / 16 * 16;
+                    let mut l = 0;
+                    while l < full {
+                        _mm512_storeu_ps(
+                            scratch.as_mut_ptr().add(l),
+                            load(rows.as_ptr().add(l), 0xFFFF),
+                        );
+                        l += 16;
+                    }
+                    for (d, s) in scratch[full..rows.len()].iter_mut().zip(&rows[full..]) {
+                        *d = s.widen();
+                    }
+                    group::<f32>(x, scratch.as_ptr(), out, (m, k, n), j0 + j, nr);
+                } else {
+                    group::<W>(x, rows.as_ptr(), out, (m, k, n), j0 + j, nr);
+                }
+            }
+            j += nr;
+        }
+    }
+}
+
+/// Reads every element of `data` once (on every core) and returns their xor, so that the
+/// read is not elided: the machine's streaming read bandwidth, as a batch-1 decode step reads
+/// the weights. Vectorized for the widest registers the CPU has.
+pub fn stream_read(data: &[u64]) -> u64 {
+    /// Concurrent streams per task: a matrix-vector product reads several weight rows at
+    /// once, and one stream per core does not reach the memory's bandwidth.
+    const STREAMS: usize = 4;
+    const BLOCK: usize = 32;
+    #[inline(always)]
+    fn body(chunk: &[u64]) -> u64 {
+        let n = chunk.len() / STREAMS / BLOCK * BLOCK;
+        let mut acc = [[0u64; BLOCK]; STREAMS];
+        let mut l = 0;
+        while l < n {
+            for (s, a) in acc.iter_mut().enumerate() {
+                let block = &chunk[s * n + l..s * n + l + BLOCK];
+                for (a, &x) in a.iter_mut().zip(block) {
+                    *a ^= x;
+                }
+            }
+            l += BLOCK;
+        }
+        let rest = chunk[STREAMS * n..].iter().fold(0, |a, &b| a ^ b);
+        acc.iter().flatten().fold(rest, |a, &b| a ^ b)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn wide(chunk: &[u64]) -> u64 {
+        body(chunk)
+    }
+    let read = |chunk: &[u64]| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512 F.
+            return unsafe { wide(chunk) };
+        }
+        body(chunk)
+    };
+    data.par_chunks(1 << 16)
+        .map(read)
+        .reduce(|| 0, |a, b| a ^ b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut y = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                y[i * n + j] = (0..k)
+                    .map(|l| f64::from(x[i * k + l]) * f64::from(w[j * k + l]))
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed.wrapping_mul(40_503));
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_shape_equals_the_plain_sum() {
+        // Tails in every direction: m not a multiple of 4 (and past the widening threshold),
+        // n not a multiple of 4 or of the task size, k not a multiple of 16.
+        for &(m, k, n) in &[
+            (1, 16, 4),
+            (1, 37, 5),
+            (3, 64, 33),
+            (4, 100, 16),
+            (9, 48, 21),
+            (17, 33, 70),
+            (2, 1, 3),
+        ] {
+            let (x, w) = (values(m * k, 1), values(n * k, 2));
+            let mut y = vec![f32::NAN; m * n];
+            matmul_wt(&x, &w, &mut y, m, k, n);
+            let want = reference(&x, &w, m, k, n);
+            for (a, b) in y.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{m}×{k}×{n}: {a} vs {b}"
+                );
+            }
+            // The portable loop (what a CPU without AVX-512 runs) gives the same.
+            let mut z = vec![f32::NAN; m * n];
+            // SAFETY: all of w's rows, written to z only.
+            unsafe { rows_body(&x, &w, Out(z.as_mut_ptr()), m, k, n, 0) };
+            for (a, b) in z.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "portable {m}×{k}×{n}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_streaming_read_sees_every_element() {
+        let data: Vec<u64> = (0..200_003u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        assert_eq!(stream_read(&data), data.iter().fold(0, |a, &b| a ^ b));
+    }
+
+    #[test]
+    fn bf16_weights_read_as_their_f32_values() {
+        let (m, k, n) = (5, 70, 9);
+        let x = values(m * k, 3);
+        let bits: Vec<u16> = values(n * k, 4)
+            .iter()
+            .map(|v| (v.to_bits() >> 16) as u16)
+            .collect();
+        let wide: Vec<f32> = bits
+            .iter()
+            .map(|&b| f32::from_bits(u32::from(b) << 16))
+            .collect();
+        let (mut y, mut z) = (vec![0.0; m * n], vec![0.0; m * n]);
+        matmul_wt(&x, &bits, &mut y, m, k, n);
+        matmul_wt(&x, &wide, &mut z, m, k, n);
+        assert_eq!(y, z);
+    }
+}

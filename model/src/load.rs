@@ -1,0 +1,526 @@
+//! Reading a checkpoint's safetensors straight into the module tree: each tensor is read from
+//! its file (positioned reads, no memory map whose pages would count against the process) into
+//! one buffer, converted to the dtype it is kept in when that differs, and handed to the
+//! parameter, which the model built without initializing. So loading holds the weights once,
+//! in their target dtype, plus one tensor in flight; nothing goes through f32 unless f32 is the
+//! target. A linear layer's weight keeps the checkpoint's `[out, in]` rows and becomes Burn's
+//! `[in, out]` as a transposed view (no copy); `nuri_kernels::linear` reads those rows at
+//! memory speed when decoding.
+//!
+//! Strict as before: a tensor the model lacks, one the checkpoint lacks, a wrong shape or an
+//! unreadable dtype is an error that names it; a header that lies about sizes or offsets is an
+//! error naming the file before anything is allocated for it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
+use regex::Regex;
+use serde_json::Value;
+
+use crate::weights::WeightsError;
+
+/// The largest safetensors header read (the format's own limit is 100 MB).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// The dtypes a checkpoint's parameters are kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadDtypes {
+    /// Linear layers' weights and embedding tables: the bulk of the bytes, read once per
+    /// decoded token.
+    pub matrices: DType,
+    /// Everything else (norms, biases, the patch embedding), and the activations' dtype.
+    pub rest: DType,
+}
+
+impl LoadDtypes {
+    /// Every parameter in `dtype`.
+    pub fn all(dtype: DType) -> Self {
+        Self {
+            matrices: dtype,
+            rest: dtype,
+        }
+    }
+}
+
+/// What a load read and held.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Weight files read.
+    pub files: usize,
+    /// Tensors loaded.
+    pub tensors: usize,
+    /// Bytes of the loaded parameters, in their kept dtypes.
+    pub bytes: u64,
+    /// The most bytes the loader held at once: the parameters loaded so far, the tensor being
+    /// read and, when its dtype changes, the read buffer it is converted from.
+    pub peak_bytes: u64,
+    /// Wall time of reading and placing the tensors.
+    pub seconds: f64,
+}
+
+/// One tensor of a weight file.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The name in the checkpoint.
+    name: String,
+    file: usize,
+    /// Absolute byte offset in the file.
+    start: u64,
+    len: u64,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+fn element_size(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => 4,
+        _ => 2,
+    }
+}
+
+fn parse_dtype(name: &str) -> Option<DType> {
+    Some(match name {
+        "F32" => DType::F32,
+        "BF16" => DType::BF16,
+        "F16" => DType::F16,
+        _ => return None,
+    })
+}
+
+/// Reads the header of `path` and lists its tensors under their module paths.
+fn read_header(
+    path: &Path,
+    file_index: usize,
+    rules: &[(Regex, &str)],
+    index: &mut BTreeMap<String, Entry>,
+) -> Result<File, WeightsError> {
+    let io = |source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bad = |message: String| WeightsError::Store {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut len = [0u8; 8];
+    file.read_exact_at(&mut len, 0)
+        .map_err(|_| bad("not a safetensors file: shorter than its 8-byte header length".into()))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > MAX_HEADER || 8 + header_len > size {
+        return Err(bad(format!(
+            "not a safetensors file: its header claims {header_len} bytes, the file has {size}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact_at(&mut header, 8).map_err(io)?;
+    let header: Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("the safetensors header is not JSON: {e}")))?;
+    let Some(tensors) = header.as_object() else {
+        return Err(bad("the safetensors header is not a JSON object".into()));
+    };
+    let data_start = 8 + header_len;
+    for (name, info) in tensors {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |what: &str| bad(format!("tensor {name}: {what}"));
+        let dtype_name = info["dtype"].as_str().unwrap_or_default();
+        let dtype = parse_dtype(dtype_name).ok_or_else(|| {
+            field(&format!(
+                "dtype {dtype_name:?}: a checkpoint's floats are read as F32, BF16 or F16"
+            ))
+        })?;
+        let shape: Vec<usize> = info["shape"]
+            .as_array()
+            .and_then(|dims| {
+                dims.iter()
+                    .map(|d| d.as_u64().map(|d| d as usize))
+                    .collect()
+            })
+            .ok_or_else(|| field("no shape"))?;
+        let offsets: Vec<u64> = info["data_offsets"]
+            .as_array()
+            .and_then(|o| o.iter().map(Value::as_u64).collect())
+            .ok_or_else(|| field("no data_offsets"))?;
+        let &[begin, end] = offsets.as_slice() else {
+            return Err(field("data_offsets is not [begin, end]"));
+        };
+        let want = shape
+            .iter()
+            .try_fold(element_size(dtype) as u64, |n, &d| n.checked_mul(d as u64));
+        if end < begin || Some(end - begin) != want || data_start + end > size {
+            return Err(field(&format!(
+                "data_offsets [{begin}, {end}] do not hold a {dtype_name} tensor of shape {shape:?} within the file's {size} bytes"
+            )));
+        }
+        let mut module_path = name.clone();
+        for (pattern, replacement) in rules {
+            module_path = pattern.replace_all(&module_path, *replacement).into_owned();
+        }
+        let entry = Entry {
+            name: name.clone(),
+            file: file_index,
+            start: data_start + begin,
+            len: end - begin,
+            dtype,
+            shape,
+        };
+        if let Some(before) = index.insert(module_path.clone(), entry) {
+            return Err(bad(format!(
+                "tensors {} and {name} both load into {module_path}",
+                before.name
+            )));
+        }
+    }
+    Ok(file)
+}
+
+/// `bytes` (little-endian `from` values) as a tensor of `to` values.
+fn convert(bytes: &[u8], from: DType, to: DType, shape: Vec<usize>) -> TensorData {
+    let values: Box<dyn Iterator<Item = f32> + '_> = match from {
+        DType::F32 => Box::new(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        DType::BF16 => Box::new(
+            bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        ),
+        _ => Box::new(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        ),
+    };
+    match to {
+        DType::F32 => TensorData::new(values.collect::<Vec<f32>>(), shape),
+        DType::BF16 => TensorData::new(values.map(bf16::from_f32).collect::<Vec<_>>(), shape),
+        _ => TensorData::new(values.map(f16::from_f32).collect::<Vec<_>>(), shape),
+    }
+}
+
+/// A zeroed buffer of `count` 2-byte or 4-byte values as `E`s (calloc'd: fresh pages are
+/// not written twice), advised into huge pages when large (fewer page faults while loading,
+/// fewer TLB misses while decoding streams the weights).
+fn zeroed<E: burn::tensor::Element>(count: usize) -> Vec<E> {
+    fn cast<F, E>(v: Vec<F>) -> Vec<E> {
+        assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<E>());
+        assert_eq!(std::mem::align_of::<F>(), std::mem::align_of::<E>());
+        let mut v = std::mem::ManuallyDrop::new(v);
+        // SAFETY: same size and alignment, and all-zero bits are 0.0 in f32, bf16 and f16.
+        unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<E>(), v.len(), v.capacity()) }
+    }
+    let values: Vec<E> = match std::mem::size_of::<E>() {
+        4 => cast(vec![0u32; count]),
+        _ => cast(vec![0u16; count]),
+    };
+    advise_huge_pages(values.as_ptr().cast(), count * std::mem::size_of::<E>());
+    values
+}
+
+/// `madvise(MADV_HUGEPAGE)` over the 2 MiB pages inside `[ptr, ptr + len)` (Linux; a hint
+/// the kernel may ignore).
+fn advise_huge_pages(ptr: *const u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        const MADV_HUGEPAGE: i32 = 14;
+        unsafe extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        let start = (ptr as usize).next_multiple_of(HUGE);
+        let end = (ptr as usize + len) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside a live allocation of ours; the advice changes
+            // only how the kernel backs it, never its contents.
+            unsafe {
+                madvise(start as *mut _, end - start, MADV_HUGEPAGE);
+            }
+        }
+    }
+}
+
+/// `count` values of `E` read from `file` at `start` into a new buffer of `shape`.
+fn read_typed<E: burn::tensor::Element>(
+    file: &File,
+    count: usize,
+    start: u64,
+    shape: Vec<usize>,
+) -> std::io::Result<TensorData> {
+    let mut values = zeroed::<E>(count);
+    // SAFETY: the buffer is initialized; E (f32, bf16, f16) has no invalid bit patterns and
+    // the file's bytes are little-endian like this machine's (checked below).
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(
+            values.as_mut_ptr().cast::<u8>(),
+            count * std::mem::size_of::<E>(),
+        )
+    };
+    const {
+        assert!(
+            cfg!(target_endian = "little"),
+            "safetensors are little-endian"
+        )
+    };
+    file.read_exact_at(bytes, start)?;
+    Ok(TensorData::new(values, shape))
+}
+
+/// Visits the model's parameters and loads each from the index.
+struct Assign<'a> {
+    index: &'a BTreeMap<String, Entry>,
+    files: &'a [File],
+    paths: &'a [PathBuf],
+    device: Device,
+    dtypes: LoadDtypes,
+    path: Vec<String>,
+    containers: Vec<String>,
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    problems: Vec<String>,
+    report: LoadReport,
+    /// The read buffer of a tensor whose dtype changes.
+    scratch: Vec<u8>,
+}
+
+impl Assign<'_> {
+    fn load<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.join(".");
+        let Some(entry) = self.index.get(&path) else {
+            self.missing.push(path);
+            return param;
+        };
+        self.used.insert(path.clone());
+        let container = self
+            .containers
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default();
+        let name = self.path.last().map(String::as_str).unwrap_or_default();
+        // A linear weight is stored [out, in] (PyTorch), the module holds [in, out].
+        let rows = container == "Struct:Linear" && name == "weight" && D == 2;
+        let matrix = rows || container == "Struct:Embedding";
+        let expected = param.lazy_shape().to_vec();
+        let stored: Vec<usize> = if rows {
+            expected.iter().rev().copied().collect()
+        } else {
+            expected.clone()
+        };
+        if entry.shape != stored {
+            let found: Vec<usize> = if rows {
+                entry.shape.iter().rev().copied().collect()
+            } else {
+                entry.shape.clone()
+            };
+            self.problems.push(format!(
+                "tensor {path} ({}) has shape {:?}, the model expects {:?}",
+                entry.name, found, expected
+            ));
+            return param;
+        }
+        let target = if matrix {
+            self.dtypes.matrices
+        } else {
+            self.dtypes.rest
+        };
+        // The parameters so far and the read buffer.
+        let held = self.report.bytes + entry.len;
+        let read = |file: &File, out: &mut [u8]| file.read_exact_at(out, entry.start);
+        let file = &self.files[entry.file];
+        let count = entry.len as usize / element_size(entry.dtype);
+        // Read straight into the parameter's own (typed, so aligned) buffer when the dtype
+        // stays; otherwise into the reused scratch buffer, converting from there. Either way
+        // each byte of a parameter is written once into fresh memory.
+        let result = if entry.dtype == target {
+            match target {
+                DType::F32 => read_typed::<f32>(file, count, entry.start, stored.clone()),
+                DType::BF16 => read_typed::<bf16>(file, count, entry.start, stored.clone()),
+                _ => read_typed::<f16>(file, count, entry.start, stored.clone()),
+            }
+        } else {
+            self.scratch.resize(entry.len as usize, 0);
+            read(file, &mut self.scratch).map(|()| {
+                let data = convert(&self.scratch, entry.dtype, target, stored.clone());
+                self.report.peak_bytes = self
+                    .report
+                    .peak_bytes
+                    .max(held + data.as_bytes().len() as u64);
+                data
+            })
+        };
+        let data = match result {
+            Ok(data) => data,
+            Err(e) => {
+                self.problems.push(format!(
+                    "tensor {} of {}: {e}",
+                    entry.name,
+                    self.paths[entry.file].display()
+                ));
+                return param;
+            }
+        };
+        let kept = data.as_bytes().len() as u64;
+        let scratch = self.scratch.capacity() as u64;
+        self.report.peak_bytes = self
+            .report
+            .peak_bytes
+            .max(self.report.bytes + kept + scratch);
+        let tensor = Tensor::<D>::from_data(data, (&self.device, target));
+        let tensor = if rows { tensor.swap_dims(0, 1) } else { tensor };
+        self.report.bytes += kept;
+        self.report.tensors += 1;
+        let id = param.id;
+        param.transform_for_load(tensor, id)
+    }
+}
+
+impl ModuleMapper for Assign<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.containers.pop();
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.load(param)
+    }
+}
+
+/// Loads `files` into `model` (built, not initialized), renaming checkpoint names by `table`.
+/// `tied_copy` is the module path of a tensor a checkpoint may carry that the model does not
+/// load (a tied `lm_head.weight`).
+pub fn load_into<M: Module>(
+    model: M,
+    dir: &Path,
+    files: &[PathBuf],
+    table: &[(&str, &str)],
+    tied_copy: Option<&str>,
+    device: &Device,
+    dtypes: LoadDtypes,
+) -> Result<(M, LoadReport), WeightsError> {
+    let started = Instant::now();
+    let rules: Vec<(Regex, &str)> = table
+        .iter()
+        .map(|&(p, r)| {
+            (
+                Regex::new(p).expect("the renaming tables are valid regexes"),
+                r,
+            )
+        })
+        .collect();
+    let mut index = BTreeMap::new();
+    let mut handles = Vec::with_capacity(files.len());
+    for (i, path) in files.iter().enumerate() {
+        handles.push(read_header(path, i, &rules, &mut index)?);
+    }
+    let mut assign = Assign {
+        index: &index,
+        files: &handles,
+        paths: files,
+        device: device.clone(),
+        dtypes,
+        path: Vec::new(),
+        containers: Vec::new(),
+        used: BTreeSet::new(),
+        missing: Vec::new(),
+        problems: Vec::new(),
+        report: LoadReport {
+            files: files.len(),
+            ..LoadReport::default()
+        },
+        scratch: Vec::new(),
+    };
+    let model = model.map(&mut assign);
+    let dir = dir.to_path_buf();
+    if !assign.problems.is_empty() {
+        return Err(WeightsError::Mismatch {
+            dir,
+            problems: assign.problems,
+        });
+    }
+    let mut unexpected: Vec<String> = index
+        .iter()
+        .filter(|(path, _)| !assign.used.contains(*path) && Some(path.as_str()) != tied_copy)
+        .map(|(_, e)| e.name.clone())
+        .collect();
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        return Err(WeightsError::Unexpected {
+            dir,
+            names: unexpected,
+        });
+    }
+    if !assign.missing.is_empty() {
+        return Err(WeightsError::Missing {
+            dir,
+            names: assign.missing,
+        });
+    }
+    let mut report = assign.report;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok((model, report))
+}
+
+/// Puts an initialized model's parameters in `dtypes` as a loaded checkpoint holds them:
+/// linear weights as `[out, in]` rows seen as `[in, out]`, matrices in `dtypes.matrices`, the
+/// rest in `dtypes.rest` (for a model built in memory, e.g. a benchmark's random preset).
+pub fn keep_as_loaded<M: Module>(model: M, dtypes: LoadDtypes) -> M {
+    struct Keep {
+        dtypes: LoadDtypes,
+        path: Vec<String>,
+        containers: Vec<String>,
+    }
+    impl ModuleMapper for Keep {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.containers.push(container_type.to_string());
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.containers.pop();
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let container = self
+                .containers
+                .last()
+                .map(String::as_str)
+                .unwrap_or_default();
+            let name = self.path.last().map(String::as_str).unwrap_or_default();
+            let rows = container == "Struct:Linear" && name == "weight" && D == 2;
+            let target = if rows || container == "Struct:Embedding" {
+                self.dtypes.matrices
+            } else {
+                self.dtypes.rest
+            };
+            param.map(|t| {
+                if rows {
+                    let device = t.device();
+                    let data = t.swap_dims(0, 1).into_data(); // [out, in], contiguous
+                    Tensor::<D>::from_data(data, &device)
+                        .cast(target)
+                        .swap_dims(0, 1)
+                } else {
+                    t.cast(target)
+                }
+            })
+        }
+    }
+    model.map(&mut Keep {
+        dtypes,
+        path: Vec::new(),
+        containers: Vec::new(),
+    })
+}
