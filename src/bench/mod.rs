@@ -444,7 +444,18 @@ mod tests {
         );
         for p in &phases {
             assert_eq!(p.seconds.len(), 2, "{}", p.name);
-            assert!(p.median() > 0.0 && p.flops > 0.0, "{}", p.name);
+            // The bandwidth moves bytes, not FLOPs.
+            assert!(
+                p.median() > 0.0 && (p.flops > 0.0 || p.unit == "GB"),
+                "{}",
+                p.name
+            );
+            assert_eq!(
+                p.decode_batch.is_some(),
+                p.name.starts_with("decode"),
+                "{}",
+                p.name
+            );
         }
         let bad = BenchOptions {
             preset: "huge".into(),
