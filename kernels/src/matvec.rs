@@ -19,7 +19,7 @@ const NR: usize = 4;
 /// Lanes of one accumulator (one AVX-512 register of f32).
 const LANES: usize = 16;
 /// Weight rows per parallel task (a multiple of [`NR`]).
-const TASK_ROWS: usize = 16;
+const TASK_ROWS: usize = 64;
 /// From this many activation rows on, a group of weight rows is widened to f32 once and the
 /// tiles read the f32 copy.
 const WIDEN_FROM: usize = 16;
@@ -256,53 +256,65 @@ mod avx512 {
     }
 
     /// Dot products of `R` activation rows (from `x`, rows `k` apart) with `C` weight rows
-    /// (from `w`, rows `k` apart).
+    /// (from `w`, rows `k` apart). No closures here: a closure does not inherit the caller's
+    /// target features, and an intrinsic called from one is not inlined.
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // indices over register arrays, unrolled
     unsafe fn tile<W: WeightElem, const R: usize, const C: usize>(
         x: *const f32,
         w: *const W,
         k: usize,
     ) -> [[f32; C]; R] {
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); C]; R];
+            let zero = _mm512_setzero_ps();
+            let mut acc = [[zero; C]; R];
             let full = k / 16 * 16;
             let all: __mmask16 = 0xFFFF;
             let mut l = 0;
             // Two vectors per row per step: twice the bytes in flight, which a stream of
             // bf16 rows needs to reach the memory's bandwidth.
             while l + 32 <= full {
-                let wa: [__m512; C] = std::array::from_fn(|c| load(w.add(c * k + l), all));
-                let wb: [__m512; C] = std::array::from_fn(|c| load(w.add(c * k + l + 16), all));
-                for (r, row) in acc.iter_mut().enumerate() {
+                let mut wa = [zero; C];
+                let mut wb = [zero; C];
+                for c in 0..C {
+                    wa[c] = load(w.add(c * k + l), all);
+                    wb[c] = load(w.add(c * k + l + 16), all);
+                }
+                for r in 0..R {
                     let xa = _mm512_loadu_ps(x.add(r * k + l));
                     let xb = _mm512_loadu_ps(x.add(r * k + l + 16));
-                    for ((a, &ca), &cb) in row.iter_mut().zip(&wa).zip(&wb) {
-                        *a = _mm512_fmadd_ps(xb, cb, _mm512_fmadd_ps(xa, ca, *a));
+                    for c in 0..C {
+                        acc[r][c] =
+                            _mm512_fmadd_ps(xb, wb[c], _mm512_fmadd_ps(xa, wa[c], acc[r][c]));
                     }
                 }
                 l += 32;
             }
-            while l < full {
-                let wv: [__m512; C] = std::array::from_fn(|c| load(w.add(c * k + l), all));
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_loadu_ps(x.add(r * k + l));
-                    for (a, &wc) in row.iter_mut().zip(&wv) {
-                        *a = _mm512_fmadd_ps(xv, wc, *a);
+            while l < k {
+                let mask: __mmask16 = if l + 16 <= k {
+                    all
+                } else {
+                    ((1u32 << (k - l)) - 1) as u16
+                };
+                let mut wv = [zero; C];
+                for c in 0..C {
+                    wv[c] = load(w.add(c * k + l), mask);
+                }
+                for r in 0..R {
+                    let xv = _mm512_maskz_loadu_ps(mask, x.add(r * k + l));
+                    for c in 0..C {
+                        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
                     }
                 }
                 l += 16;
             }
-            if full < k {
-                let mask: __mmask16 = ((1u32 << (k - full)) - 1) as u16;
-                let wv: [__m512; C] = std::array::from_fn(|c| load(w.add(c * k + l), mask));
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_maskz_loadu_ps(mask, x.add(r * k + l));
-                    for (a, &wc) in row.iter_mut().zip(&wv) {
-                        *a = _mm512_fmadd_ps(xv, wc, *a);
-                    }
+            let mut sums = [[0.0f32; C]; R];
+            for r in 0..R {
+                for c in 0..C {
+                    sums[r][c] = _mm512_reduce_add_ps(acc[r][c]);
                 }
             }
-            acc.map(|row| row.map(|a| _mm512_reduce_add_ps(a)))
+            sums
         }
     }
 
