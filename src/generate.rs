@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use nuri_infer::SamplingParams;
 use nuri_infer::generate::{GenerationRequest, generate};
-use nuri_model::{LoadDtypes, LoadReport, NuriModel, load_pretrained_with};
+use nuri_model::{LoadOptions, LoadReport, NuriModel, load_pretrained_with};
 use nuri_processor::Processor;
 use serde_json::{Value as Json, json};
 
@@ -25,7 +25,7 @@ pub struct Loaded {
 }
 
 /// Loads `dir` (or `dir/final` for a training run's directory).
-pub fn load(dir: &Path, device: Device, dtypes: LoadDtypes) -> Result<Loaded> {
+pub fn load(dir: &Path, device: Device, dtypes: LoadOptions) -> Result<Loaded> {
     let has_weights = |d: &Path| {
         d.join("model.safetensors").is_file() || d.join("model.safetensors.index.json").is_file()
     };

@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use crate::family::Family;
 use crate::hf_config::{hf_config_json, read_hf_config, read_json};
-use crate::load::{LoadDtypes, LoadReport, load_into};
+use crate::load::{LoadOptions, LoadReport, load_into};
 use crate::multimodal::{ModelError, NuriConfig, NuriModel};
 
 /// Checkpoint key (any family's layouts) → module path. Applied in order. Naver's original
@@ -171,7 +171,7 @@ pub fn load_pretrained(
     device: &Device,
     dtype: DType,
 ) -> Result<(NuriConfig, NuriModel), WeightsError> {
-    load_pretrained_with(dir, device, LoadDtypes::all(dtype)).map(|(c, m, _)| (c, m))
+    load_pretrained_with(dir, device, LoadOptions::all(dtype)).map(|(c, m, _)| (c, m))
 }
 
 /// Loads a checkpoint directory with the matrices (linear weights, embeddings) and the rest
@@ -180,7 +180,7 @@ pub fn load_pretrained(
 pub fn load_pretrained_with(
     dir: &Path,
     device: &Device,
-    dtypes: LoadDtypes,
+    dtypes: LoadOptions,
 ) -> Result<(NuriConfig, NuriModel, LoadReport), WeightsError> {
     let config = read_hf_config(&dir.join(CONFIG_FILE))?;
     let model = NuriModel::new(&config, device)?;

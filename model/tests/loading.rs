@@ -1,5 +1,6 @@
 //! The loader: each tensor goes into its parameter in the dtype it is kept in, without an f32
-//! copy of a bf16 checkpoint (peak measured by the loader's own accounting); bf16 matrices
+//! copy of a bf16 checkpoint — on the CPU as a view of the memory-mapped file (measured by the
+//! loader's own accounting); bf16 matrices
 //! with f32 activations (the CPU's `--dtype bf16`) stay near the f32 model; a lying
 //! safetensors header is a named error before anything is allocated for it.
 
@@ -12,7 +13,7 @@ use common::{Case, floats_of, max_abs_diff};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, Device, Tensor};
 use nuri_model::{
-    LoadDtypes, WeightsError, keep_as_loaded, load_pretrained, load_pretrained_with,
+    LoadOptions, WeightsError, keep_as_loaded, load_pretrained, load_pretrained_with,
     save_pretrained,
 };
 
@@ -55,14 +56,15 @@ fn a_bf16_checkpoint_loads_as_bf16_without_an_f32_copy() {
         load_pretrained(&fixtures().join("qwen2vl-tiny"), &device, DType::F32).expect("load");
     let dir = scratch_dir("bf16");
     save_pretrained(
-        &keep_as_loaded(model, LoadDtypes::all(DType::BF16)),
+        &keep_as_loaded(model, LoadOptions::all(DType::BF16)),
         &config,
         &dir,
     )
     .expect("export in bf16");
 
     let (_, model, report) =
-        load_pretrained_with(&dir, &device, LoadDtypes::all(DType::BF16)).expect("load bf16");
+        load_pretrained_with(&dir, &device, LoadOptions::all(DType::BF16).with_mmap(true))
+            .expect("load bf16");
     let params = dtypes(&model);
     assert!(
         params.iter().all(|(_, d, _)| *d == DType::BF16),
@@ -70,8 +72,41 @@ fn a_bf16_checkpoint_loads_as_bf16_without_an_f32_copy() {
     );
     let bytes: usize = params.iter().map(|(_, _, b)| b).sum();
     assert_eq!(report.bytes, bytes as u64);
-    // Nothing was converted, so the loader never held more than the weights themselves.
-    assert_eq!(report.peak_bytes, report.bytes, "{report:?}");
+    // Nothing was converted: on the CPU every parameter is a view of the memory-mapped file,
+    // and the loader allocated nothing for them.
+    assert_eq!(report.mapped_bytes, report.bytes, "{report:?}");
+    assert_eq!(report.peak_bytes, 0, "{report:?}");
+    // Read in place, the values are the file's: the logits equal those of a load that copies
+    // the matrices (f32 norms make the loader read and convert those).
+    let (_, copied, copied_report) = load_pretrained_with(
+        &dir,
+        &device,
+        LoadOptions {
+            matrices: DType::BF16,
+            rest: DType::F32,
+            mmap: true,
+        },
+    )
+    .expect("load with f32 norms");
+    assert!(
+        copied_report.mapped_bytes < copied_report.bytes,
+        "{copied_report:?}"
+    );
+    let case = Case::open(&fixtures().join("cases/one_image.safetensors"));
+    let input = case.input(&device);
+    let a = floats_of(
+        model
+            .prefill(&input, None)
+            .expect("prefill")
+            .logits
+            .cast(DType::F32),
+    );
+    let b = floats_of(copied.prefill(&input, None).expect("prefill").logits);
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(
+        max_abs_diff(&a, &b) < 0.05 * scale,
+        "mapped bf16 model diverges"
+    );
     let file = std::fs::metadata(dir.join("model.safetensors"))
         .expect("file")
         .len();
@@ -85,9 +120,10 @@ fn a_bf16_checkpoint_loads_as_bf16_without_an_f32_copy() {
 #[test]
 fn bf16_matrices_with_f32_activations_from_a_sharded_f32_checkpoint() {
     let device = Device::flex();
-    let dtypes_cpu = LoadDtypes {
+    let dtypes_cpu = LoadOptions {
         matrices: DType::BF16,
         rest: DType::F32,
+        mmap: true,
     };
     let (_, model, report) = load_pretrained_with(
         &fixtures().join("qwen2vl-tiny-sharded"),
@@ -111,15 +147,23 @@ fn bf16_matrices_with_f32_activations_from_a_sharded_f32_checkpoint() {
             assert_eq!(*dtype, DType::BF16, "{path}");
         }
     }
-    // Converting from f32, the loader holds the weights kept so far, one f32 tensor read and
-    // its bf16 copy: under the kept bytes plus twice the largest tensor's f32 bytes.
+    // The f32 tensors kept in f32 are views of the files; the matrices were converted. The
+    // loader held the converted weights so far, one f32 tensor read and its bf16 copy: under
+    // the converted bytes plus twice the largest tensor's f32 bytes.
+    let kept_f32: usize = params
+        .iter()
+        .filter(|(_, d, _)| *d == DType::F32)
+        .map(|(_, _, b)| b)
+        .sum();
+    assert_eq!(report.mapped_bytes, kept_f32 as u64, "{report:?}");
     let largest = params
         .iter()
         .map(|(_, d, b)| b * 4 / d.size())
         .max()
         .unwrap_or(0) as u64;
+    let converted = report.bytes - report.mapped_bytes;
     assert!(
-        report.peak_bytes <= report.bytes + 2 * largest,
+        report.peak_bytes <= converted + 2 * largest,
         "{report:?}, largest {largest}"
     );
 

@@ -32,6 +32,9 @@ pub struct BenchOptions {
     /// The weights' dtype (f32, bf16, f16); on the CPU the activations stay f32.
     #[arg(long, default_value = "f32", value_parser = crate::cli::parse_dtype)]
     pub dtype: DType,
+    /// With `--model`: use the weights in place from the memory-mapped files (the CPU).
+    #[arg(long)]
+    pub mmap: bool,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 2)]
@@ -119,7 +122,7 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
         |name: &str| o.only.is_empty() && !(name == "train" && o.model.is_some()) || explicit(name);
     let device = o.device.device()?;
     device.seed(0);
-    let dtypes = crate::cli::load_dtypes(o.dtype, &device);
+    let dtypes = crate::cli::load_dtypes(o.dtype, &device).with_mmap(o.mmap);
     let mut phases = Vec::new();
     if want("bandwidth") {
         phases.push(bandwidth(o)?);
@@ -131,11 +134,12 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
                 .with_context(|| format!("loading {}", dir.display()))?;
             let seconds = started.elapsed().as_secs_f64();
             println!(
-                "loaded {} in {seconds:.2} s: {} tensors, {:.2} GB ({:?} matrices), loader peak {:.2} GB, peak RSS {:.0} MiB",
+                "loaded {} in {seconds:.2} s: {} tensors, {:.2} GB ({:?} matrices; {:.2} GB read in place from the memory map), loader's own peak {:.2} GB, peak RSS {:.0} MiB",
                 dir.display(),
                 report.tensors,
                 report.bytes as f64 / 1e9,
                 o.dtype,
+                report.mapped_bytes as f64 / 1e9,
                 report.peak_bytes as f64 / 1e9,
                 peak_rss_mib().unwrap_or(0.0),
             );
@@ -412,6 +416,7 @@ mod tests {
             preset: "tiny".into(),
             model: None,
             dtype: DType::F32,
+            mmap: false,
             device: DeviceChoice::Cpu,
             warmup: 0,
             runs: 2,

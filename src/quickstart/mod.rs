@@ -327,7 +327,7 @@ fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Eval
     let loaded = load(
         &trained.model_dir,
         o.device.device()?,
-        nuri_model::LoadDtypes::all(DType::F32),
+        nuri_model::LoadOptions::all(DType::F32),
     )?;
     let mut splits = BTreeMap::new();
     let mut samples = Vec::new();
