@@ -34,12 +34,19 @@ pub fn load(dir: &Path, device: Device, dtypes: LoadOptions) -> Result<Loaded> {
     } else {
         dir.to_path_buf()
     };
-    let (config, model, report) = load_pretrained_with(&dir, &device, dtypes)
+    // The processor first: a tokenizer that does not belong to the weights is named before
+    // gigabytes are read.
+    let config = nuri_model::read_hf_config(&dir.join("config.json"))
         .with_context(|| format!("loading the model of {}", dir.display()))?;
     let processor = Processor::from_dir(&dir)
         .with_context(|| format!("loading the processor of {}", dir.display()))?
         .with_media_root(std::env::current_dir()?)
         .for_model(&config);
+    processor
+        .check_model(&config, &dir)
+        .with_context(|| format!("loading the processor of {}", dir.display()))?;
+    let (_, model, report) = load_pretrained_with(&dir, &device, dtypes)
+        .with_context(|| format!("loading the model of {}", dir.display()))?;
     Ok(Loaded {
         model,
         processor,

@@ -220,6 +220,45 @@ impl Processor {
         self
     }
 
+    /// Checks that this processor's tokenizer belongs to the model of `config` (after
+    /// [`for_model`](Self::for_model)): a vision model's `image_token_id` / `video_token_id`
+    /// must be the tokenizer's placeholders, or every picture would be refused later with
+    /// "0 image blocks appear in the prompt". `dir` names the checkpoint in the message.
+    pub fn check_model(
+        &self,
+        config: &nuri_model::NuriConfig,
+        dir: &std::path::Path,
+    ) -> Result<(), ProcessorError> {
+        if !config.family.has_vision() {
+            return Ok(());
+        }
+        let special = &self.tokenizer.special;
+        for (field, id, have, token) in [
+            (
+                "image_token_id",
+                config.image_token_id,
+                special.image_pad,
+                &special.image_token,
+            ),
+            (
+                "video_token_id",
+                config.video_token_id,
+                special.video_pad,
+                &special.video_token,
+            ),
+        ] {
+            if id != i64::from(have) {
+                return Err(ProcessorError::Config {
+                    path: dir.join("config.json"),
+                    message: format!(
+                        "{field} is {id}, which is not a token of the tokenizer beside it (whose {token} is {have}): the tokenizer and the weights are from different checkpoints"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Caps the pixels of every image and of every video frame at `max` (lowering the
     /// minimum to it when needed).
     pub fn limit_pixels(&mut self, max: usize) {

@@ -243,3 +243,29 @@ fn a_fifo_or_a_folder_given_as_media_is_refused_instead_of_hanging() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A tokenizer beside weights it does not belong to (the config's placeholder ids are not its
+/// tokens) is named when the model is loaded, not by every picture later.
+#[test]
+fn a_tokenizer_from_another_checkpoint_is_named() {
+    let dir = Path::new("/models/q2b");
+    let mut config = nuri_model::NuriConfig::preset("tiny").expect("tiny");
+    let processor = processor();
+    config.image_token_id = i64::from(processor.tokenizer.special.image_pad);
+    config.video_token_id = i64::from(processor.tokenizer.special.video_pad);
+    let processor = processor.for_model(&config);
+    processor
+        .check_model(&config, dir)
+        .expect("they belong together");
+
+    config.image_token_id = 151_655;
+    let processor = processor.for_model(&config);
+    let err = processor.check_model(&config, dir).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, ProcessorError::Config { .. })
+            && text.contains("/models/q2b/config.json")
+            && text.contains("image_token_id is 151655"),
+        "{text}"
+    );
+}

@@ -7,8 +7,9 @@
 
 The weights are N(0, 0.02) as the model's own initializer draws them (what a checkpoint's
 numbers are does not change how fast it runs). The tokenizer, template and processor configs
-are copied from a fixture of the same family, so `nuri generate` and transformers both take
-the directory as it is.
+are copied from a fixture of the same family (the real tokenizers are not available offline),
+and the config's placeholder ids (`image_token_id`, …) are set to that tokenizer's, so that
+`nuri generate` and transformers both take the directory as it is.
 """
 
 import argparse
@@ -29,6 +30,21 @@ PROCESSOR_FIXTURE = {
 }
 
 
+# config.json field → the token it names (Qwen-style placeholders).
+PLACEHOLDERS = {
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+}
+
+
+def tokenizer_ids(fixture: Path) -> dict:
+    """The ids of the fixture tokenizer's added tokens, by content."""
+    tok = json.loads((fixture / "tokenizer.json").read_text())
+    return {t["content"]: t["id"] for t in tok.get("added_tokens", [])}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", required=True, help="a config.json (e.g. from `nuri config --preset NAME`)")
@@ -38,6 +54,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     config = transformers.AutoConfig.from_pretrained(a.config)
+    fixture = PROCESSOR_FIXTURE.get(config.model_type)
+    if fixture:
+        ids = tokenizer_ids(fixture)
+        for field, token in PLACEHOLDERS.items():
+            if hasattr(config, field) and token in ids:
+                setattr(config, field, ids[token])
     torch.manual_seed(a.seed)
     dtype = getattr(torch, a.dtype)
     torch.set_default_dtype(dtype)
@@ -46,7 +68,6 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size=a.max_shard_size)
-    fixture = PROCESSOR_FIXTURE.get(config.model_type)
     if fixture:
         for f in fixture.iterdir():
             if f.name != "config.json":
