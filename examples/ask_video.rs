@@ -11,10 +11,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use nuri::generate::{TurnMedia, user_message};
-use nuri_processor::PaddingSide;
 
 #[derive(Parser)]
 struct Args {
@@ -34,20 +33,21 @@ struct Args {
     max_new_tokens: usize,
 }
 
-/// How the clip was sampled: (frames, frames per second, pixels per frame, visual tokens).
+/// How the clip will be sampled, from its headers (no frame decoded twice): (frames, frames
+/// per second, pixels per frame, visual tokens).
 fn sampling(args: &Args, loaded: &nuri::generate::Loaded) -> Result<(usize, f64, usize, usize)> {
     let message = user_message(&media(args), &args.question);
-    let out = loaded
+    let plans = loaded
         .processor
-        .process(&[serde_json::json!([message])], true, PaddingSide::Left)?;
-    let [t, h, w] = out.video_grid_thw[0];
-    let patch = loaded.processor.video.patch_size;
-    let merge = loaded.processor.video.merge_size;
+        .video_plans(&serde_json::json!([message]))?;
+    let plan = plans.first().context("the message has no video")?;
+    let (height, width) = plan.resized;
+    let tokens = plan.tokens(loaded.processor.video.merge_size);
     Ok((
-        out.video_frame_indices[0].len(),
-        out.video_sample_fps[0],
-        h * patch * w * patch,
-        t * h * w / (merge * merge),
+        plan.frame_indices.len(),
+        plan.sample_fps(),
+        height * width,
+        tokens,
     ))
 }
 

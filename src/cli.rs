@@ -95,10 +95,7 @@ pub fn parse_dtype(name: &str) -> Result<DType, String> {
 /// arithmetic is as fast and the bytes that decoding reads are the matrices'; elsewhere all
 /// in `dtype`.
 pub fn load_dtypes(dtype: DType, device: &Device) -> nuri_model::LoadOptions {
-    if matches!(
-        device.as_dispatch().clone().inner(),
-        burn::backend::DispatchDevice::Flex(_)
-    ) {
+    if nuri_kernels::on_flex(device) {
         nuri_model::LoadOptions {
             matrices: dtype,
             rest: DType::F32,

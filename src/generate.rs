@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use nuri_infer::SamplingParams;
 use nuri_infer::generate::{GenerationRequest, generate};
-use nuri_model::{LoadOptions, LoadReport, NuriModel, load_pretrained_with};
+use nuri_model::{LoadOptions, LoadReport, NuriModel};
 use nuri_processor::Processor;
 use serde_json::{Value as Json, json};
 
@@ -45,7 +45,7 @@ pub fn load(dir: &Path, device: Device, dtypes: LoadOptions) -> Result<Loaded> {
     processor
         .check_model(&config, &dir)
         .with_context(|| format!("loading the processor of {}", dir.display()))?;
-    let (_, model, report) = load_pretrained_with(&dir, &device, dtypes)
+    let (model, report) = nuri_model::load_weights(&config, &dir, &device, dtypes)
         .with_context(|| format!("loading the model of {}", dir.display()))?;
     Ok(Loaded {
         model,

@@ -3,25 +3,11 @@
 //! (with an image for the vision families) and `nuri eval` on the exported checkpoint, and
 //! `nuri config` / `nuri convert` on it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
+use std::path::Path;
 
-fn nuri(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nuri"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{fixtures, nuri};
 
 fn run_family(family: &str, tokenizer_family: &str, vision: bool) {
     let dir = std::env::temp_dir().join(format!("nuri-family-cli-{family}-{}", std::process::id()));

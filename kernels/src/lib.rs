@@ -47,7 +47,7 @@ pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// Whether `device` is the flex (CPU) backend, with or without autodiff: where the fused
 /// operations run.
-pub(crate) fn on_flex(device: &burn::tensor::Device) -> bool {
+pub fn on_flex(device: &burn::tensor::Device) -> bool {
     matches!(
         device.as_dispatch().clone().inner(),
         burn::backend::DispatchDevice::Flex(_)

@@ -32,21 +32,12 @@ pub trait FusedLinear: Backend {
     }
 }
 
-fn float_dtype(dtype: DType) -> Option<FloatDType> {
-    Some(match dtype {
-        DType::F64 => FloatDType::F64,
-        DType::F32 => FloatDType::F32,
-        DType::F16 => FloatDType::F16,
-        DType::BF16 => FloatDType::BF16,
-        _ => return None,
-    })
-}
-
 fn cast_like<B: Backend>(w: FloatTensor<B>, x: &FloatTensor<B>) -> FloatTensor<B> {
     use burn::backend::TensorMetadata;
-    match float_dtype(x.dtype()) {
-        Some(dtype) if w.dtype() != x.dtype() => B::float_cast(w, dtype),
-        _ => w,
+    if w.dtype() == x.dtype() {
+        w
+    } else {
+        B::float_cast(w, FloatDType::from(x.dtype()))
     }
 }
 

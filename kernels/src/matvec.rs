@@ -138,7 +138,7 @@ unsafe fn rows_body<W: WeightElem>(
     while j < count {
         let nr = NR.min(count - j);
         let group = &w[j * k..(j + nr) * k];
-        if m >= WIDEN_FROM {
+        if W::BF16 && m >= WIDEN_FROM {
             scratch.clear();
             scratch.extend(group.iter().map(|v| v.widen()));
             unsafe { group_tiles(x, &scratch, out, (m, k, n), j0 + j, nr) };

@@ -45,4 +45,6 @@ pub use presets::{PUBLISHED, ParameterCounts};
 pub use rope::MultimodalRotary;
 pub use rope_index::{FusionError, PositionRule, RopeIndex, VisionTokens, rope_index};
 pub use vision::{PatchMerger, VisionConfig, VisionError, VisionTransformer, VisionVariant};
-pub use weights::{WeightsError, load_pretrained, load_pretrained_with, save_pretrained};
+pub use weights::{
+    WeightsError, load_pretrained, load_pretrained_with, load_weights, save_pretrained,
+};

@@ -292,6 +292,42 @@ fn read_typed<E: burn::tensor::Element>(
     Ok(TensorData::new(values, shape))
 }
 
+/// Where a visit of the module tree is: the path and the module types around it.
+#[derive(Default)]
+struct Place {
+    path: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Place {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        self.path.push(name.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.containers.pop();
+        self.path.pop();
+    }
+
+    /// What the `D`-dimensional parameter here is: a linear layer's weight (which a checkpoint
+    /// stores as `[out, in]` rows and the module holds as `[in, out]`), and whether it is one
+    /// of the matrices (linear weights, embedding tables) kept in [`LoadOptions::matrices`].
+    fn kind<const D: usize>(&self) -> (bool, bool) {
+        let container = self.containers.last().map_or("", String::as_str);
+        let name = self.path.last().map_or("", String::as_str);
+        let rows = container == "Struct:Linear" && name == "weight" && D == 2;
+        (rows, rows || container == "Struct:Embedding")
+    }
+}
+
+impl LoadOptions {
+    /// The dtype a parameter is kept in.
+    fn dtype_of(&self, matrix: bool) -> DType {
+        if matrix { self.matrices } else { self.rest }
+    }
+}
+
 /// Visits the model's parameters and loads each from the index.
 struct Assign<'a> {
     index: &'a BTreeMap<String, Entry>,
@@ -301,8 +337,7 @@ struct Assign<'a> {
     paths: &'a [PathBuf],
     device: Device,
     dtypes: LoadOptions,
-    path: Vec<String>,
-    containers: Vec<String>,
+    place: Place,
     used: BTreeSet<String>,
     missing: Vec<String>,
     problems: Vec<String>,
@@ -313,21 +348,13 @@ struct Assign<'a> {
 
 impl Assign<'_> {
     fn load<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
+        let path = self.place.path.join(".");
         let Some(entry) = self.index.get(&path) else {
             self.missing.push(path);
             return param;
         };
         self.used.insert(path.clone());
-        let container = self
-            .containers
-            .last()
-            .map(String::as_str)
-            .unwrap_or_default();
-        let name = self.path.last().map(String::as_str).unwrap_or_default();
-        // A linear weight is stored [out, in] (PyTorch), the module holds [in, out].
-        let rows = container == "Struct:Linear" && name == "weight" && D == 2;
-        let matrix = rows || container == "Struct:Embedding";
+        let (rows, matrix) = self.place.kind::<D>();
         let expected = param.lazy_shape().to_vec();
         let stored: Vec<usize> = if rows {
             expected.iter().rev().copied().collect()
@@ -346,71 +373,29 @@ impl Assign<'_> {
             ));
             return param;
         }
-        let target = if matrix {
-            self.dtypes.matrices
-        } else {
-            self.dtypes.rest
-        };
-        // The parameters so far and the read buffer.
-        // A view of the memory map when the dtype stays and the bytes are aligned for it.
-        let align = element_size(target);
-        if entry.dtype == target
-            && let Some(map) = &self.maps[entry.file]
-        {
-            let (start, end) = (entry.start as usize, (entry.start + entry.len) as usize);
-            let view = map.slice(start..end);
-            if (view.as_ptr() as usize).is_multiple_of(align) {
-                let bytes =
-                    burn::tensor::Bytes::from_shared(view, burn::tensor::AllocationProperty::File);
-                let data = TensorData::from_bytes(bytes, stored.clone(), target);
-                let tensor = Tensor::<D>::from_data(data, (&self.device, target));
-                let tensor = if rows { tensor.swap_dims(0, 1) } else { tensor };
-                self.report.bytes += entry.len;
-                self.report.mapped_bytes += entry.len;
-                self.report.tensors += 1;
-                let id = param.id;
-                return param.transform_for_load(tensor, id);
-            }
-        }
-        let copied = self.report.bytes - self.report.mapped_bytes;
-        let held = copied + entry.len;
-        let read = |file: &File, out: &mut [u8]| file.read_exact_at(out, entry.start);
-        let file = &self.files[entry.file];
-        let count = entry.len as usize / element_size(entry.dtype);
-        // Read straight into the parameter's own (typed, so aligned) buffer when the dtype
-        // stays; otherwise into the reused scratch buffer, converting from there. Either way
-        // each byte of a parameter is written once into fresh memory.
-        let result = if entry.dtype == target {
-            match target {
-                DType::F32 => read_typed::<f32>(file, count, entry.start, stored.clone()),
-                DType::BF16 => read_typed::<bf16>(file, count, entry.start, stored.clone()),
-                _ => read_typed::<f16>(file, count, entry.start, stored.clone()),
-            }
-        } else {
-            self.scratch.resize(entry.len as usize, 0);
-            read(file, &mut self.scratch).map(|()| {
-                let data = convert(&self.scratch, entry.dtype, target, stored.clone());
-                self.report.peak_bytes = self
-                    .report
-                    .peak_bytes
-                    .max(held + data.as_bytes().len() as u64);
-                data
-            })
-        };
-        let data = match result {
-            Ok(data) => data,
-            Err(e) => {
-                self.problems.push(format!(
-                    "tensor {} of {}: {e}",
-                    entry.name,
-                    self.paths[entry.file].display()
-                ));
-                return param;
-            }
+        let target = self.dtypes.dtype_of(matrix);
+        let (data, mapped) = match self.view(entry, target, &stored) {
+            Some(data) => (data, true),
+            None => match self.read(entry, target, &stored) {
+                Ok(data) => (data, false),
+                Err(e) => {
+                    self.problems.push(format!(
+                        "tensor {} of {}: {e}",
+                        entry.name,
+                        self.paths[entry.file].display()
+                    ));
+                    return param;
+                }
+            },
         };
         let kept = data.as_bytes().len() as u64;
-        let scratch = self.scratch.capacity() as u64;
-        self.report.peak_bytes = self.report.peak_bytes.max(copied + kept + scratch);
+        if mapped {
+            self.report.mapped_bytes += kept;
+        } else {
+            let copied = self.report.bytes - self.report.mapped_bytes;
+            let scratch = self.scratch.capacity() as u64;
+            self.report.peak_bytes = self.report.peak_bytes.max(copied + kept + scratch);
+        }
         let tensor = Tensor::<D>::from_data(data, (&self.device, target));
         let tensor = if rows { tensor.swap_dims(0, 1) } else { tensor };
         self.report.bytes += kept;
@@ -418,17 +403,59 @@ impl Assign<'_> {
         let id = param.id;
         param.transform_for_load(tensor, id)
     }
+
+    /// The tensor as a view of its file's memory map, when there is one (`mmap` on the CPU),
+    /// its dtype stays and its bytes are aligned for it.
+    fn view(&self, entry: &Entry, target: DType, shape: &[usize]) -> Option<TensorData> {
+        let map = self.maps[entry.file]
+            .as_ref()
+            .filter(|_| entry.dtype == target)?;
+        let (start, end) = (entry.start as usize, (entry.start + entry.len) as usize);
+        let view = map.slice(start..end);
+        if !(view.as_ptr() as usize).is_multiple_of(element_size(target)) {
+            return None;
+        }
+        let bytes = burn::tensor::Bytes::from_shared(view, burn::tensor::AllocationProperty::File);
+        Some(TensorData::from_bytes(bytes, shape.to_vec(), target))
+    }
+
+    /// The tensor read from its file: straight into the parameter's own (typed, so aligned)
+    /// buffer when the dtype stays; otherwise into the reused scratch buffer and converted from
+    /// there. Either way each byte of a parameter is written once into fresh memory.
+    fn read(
+        &mut self,
+        entry: &Entry,
+        target: DType,
+        shape: &[usize],
+    ) -> std::io::Result<TensorData> {
+        let file = &self.files[entry.file];
+        let count = entry.len as usize / element_size(entry.dtype);
+        let shape = shape.to_vec();
+        if entry.dtype == target {
+            return match target {
+                DType::F32 => read_typed::<f32>(file, count, entry.start, shape),
+                DType::BF16 => read_typed::<bf16>(file, count, entry.start, shape),
+                _ => read_typed::<f16>(file, count, entry.start, shape),
+            };
+        }
+        self.scratch.resize(entry.len as usize, 0);
+        file.read_exact_at(&mut self.scratch, entry.start)?;
+        let data = convert(&self.scratch, entry.dtype, target, shape);
+        // The converted parameters so far, the read buffer and the converted copy.
+        let copied = self.report.bytes - self.report.mapped_bytes;
+        let held = copied + self.scratch.len() as u64 + data.as_bytes().len() as u64;
+        self.report.peak_bytes = self.report.peak_bytes.max(held);
+        Ok(data)
+    }
 }
 
 impl ModuleMapper for Assign<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.containers.push(container_type.to_string());
-        self.path.push(name.to_string());
+        self.place.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.containers.pop();
-        self.path.pop();
+        self.place.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -488,8 +515,7 @@ pub fn load_into<M: Module>(
         paths: files,
         device: device.clone(),
         dtypes,
-        path: Vec::new(),
-        containers: Vec::new(),
+        place: Place::default(),
         used: BTreeSet::new(),
         missing: Vec::new(),
         problems: Vec::new(),
@@ -536,31 +562,18 @@ pub fn load_into<M: Module>(
 pub fn keep_as_loaded<M: Module>(model: M, dtypes: LoadOptions) -> M {
     struct Keep {
         dtypes: LoadOptions,
-        path: Vec<String>,
-        containers: Vec<String>,
+        place: Place,
     }
     impl ModuleMapper for Keep {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.containers.push(container_type.to_string());
-            self.path.push(name.to_string());
+            self.place.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.containers.pop();
-            self.path.pop();
+            self.place.exit();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let container = self
-                .containers
-                .last()
-                .map(String::as_str)
-                .unwrap_or_default();
-            let name = self.path.last().map(String::as_str).unwrap_or_default();
-            let rows = container == "Struct:Linear" && name == "weight" && D == 2;
-            let target = if rows || container == "Struct:Embedding" {
-                self.dtypes.matrices
-            } else {
-                self.dtypes.rest
-            };
+            let (rows, matrix) = self.place.kind::<D>();
+            let target = self.dtypes.dtype_of(matrix);
             param.map(|t| {
                 if rows {
                     let device = t.device();
@@ -576,7 +589,6 @@ pub fn keep_as_loaded<M: Module>(model: M, dtypes: LoadOptions) -> M {
     }
     model.map(&mut Keep {
         dtypes,
-        path: Vec::new(),
-        containers: Vec::new(),
+        place: Place::default(),
     })
 }

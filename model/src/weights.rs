@@ -183,7 +183,19 @@ pub fn load_pretrained_with(
     dtypes: LoadOptions,
 ) -> Result<(NuriConfig, NuriModel, LoadReport), WeightsError> {
     let config = read_hf_config(&dir.join(CONFIG_FILE))?;
-    let model = NuriModel::new(&config, device)?;
+    let (model, report) = load_weights(&config, dir, device, dtypes)?;
+    Ok((config, model, report))
+}
+
+/// The weights of the checkpoint directory `dir` for `config` (its `config.json`, already
+/// read), as [`load_pretrained_with`] loads them.
+pub fn load_weights(
+    config: &NuriConfig,
+    dir: &Path,
+    device: &Device,
+    dtypes: LoadOptions,
+) -> Result<(NuriModel, LoadReport), WeightsError> {
+    let model = NuriModel::new(config, device)?;
     let files = weight_files(dir)?;
     for file in &files {
         if !file.exists() {
@@ -198,8 +210,7 @@ pub fn load_pretrained_with(
     }
     // A tied checkpoint may still carry lm_head.weight (a copy of the embedding).
     let tied_copy = config.text.tie_word_embeddings.then_some("lm_head.weight");
-    let (model, report) = load_into(model, dir, &files, &IMPORT_TABLE, tied_copy, device, dtypes)?;
-    Ok((config, model, report))
+    load_into(model, dir, &files, &IMPORT_TABLE, tied_copy, device, dtypes)
 }
 
 /// Writes `model` and `config` as a Hugging Face checkpoint directory (`config.json` and one

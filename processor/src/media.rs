@@ -11,6 +11,7 @@ use nuri_media::read_regular_file;
 use nuri_media::video::{
     FrameSource, VideoOptions, VideoPlan, decode_video, open_video, plan_video,
 };
+use serde_json::Value as Json;
 
 use crate::ProcessorError;
 use crate::messages::{MediaItem, MediaSource};
@@ -34,6 +35,21 @@ pub(crate) enum Planned<'a> {
 }
 
 impl Processor {
+    /// How each video of `conversation` will be sampled (frames, their size, the grid), from
+    /// the files' headers alone: what processing it would decide, without decoding a frame.
+    pub fn video_plans(&self, conversation: &Json) -> Result<Vec<VideoPlan>, ProcessorError> {
+        let canonical = crate::messages::canonical_parts(conversation, self.family);
+        let media = crate::messages::media_items(&canonical, &self.media_root)?;
+        Ok(self
+            .plan_media(&media)?
+            .into_iter()
+            .filter_map(|item| match item {
+                Planned::Video { plan, .. } => Some(plan),
+                Planned::Image { .. } => None,
+            })
+            .collect())
+    }
+
     /// First pass over `media`: headers only.
     pub(crate) fn plan_media<'a>(
         &self,

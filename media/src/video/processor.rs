@@ -84,6 +84,11 @@ impl VideoPlan {
     pub fn tokens(&self, merge_size: usize) -> usize {
         visual_tokens(self.grid_thw, merge_size)
     }
+
+    /// Frames per second of video the samples stand for (`nframes / total · fps`).
+    pub fn sample_fps(&self) -> f64 {
+        self.frame_indices.len() as f64 / self.info.total_frames as f64 * self.info.fps
+    }
 }
 
 /// A processed video: its patches and what sampling chose.
@@ -162,6 +167,7 @@ pub fn decode_video(
     plan: VideoPlan,
 ) -> Result<VideoPatches, MediaError> {
     let name = source.name().to_string();
+    let sample_fps = plan.sample_fps();
     let VideoPlan {
         info,
         frame_indices,
@@ -195,13 +201,12 @@ pub fn decode_video(
     let refs: Vec<&RgbImage> = frames.iter().collect();
     let patches = config.patchify(&refs);
     debug_assert_eq!(patches.grid_thw, grid_thw, "the plan's grid");
-    let nframes = frame_indices.len();
     Ok(VideoPatches {
         patches,
         frame_indices,
         total_frames: info.total_frames,
         video_fps: info.fps,
-        sample_fps: nframes as f64 / info.total_frames as f64 * info.fps,
+        sample_fps,
         resized: (height, width),
     })
 }
