@@ -387,7 +387,10 @@ mod avx512 {
         }
     }
 
-    /// [`super::rows`] with AVX-512.
+    /// [`super::rows`] with AVX-512. Its loop over groups of weight rows repeats
+    /// `rows_body`'s on purpose: the intrinsics must sit in this `target_feature` function
+    /// itself, and a shared driver taking closures would not inline them (a closure does not
+    /// inherit target features; see `tile`).
     ///
     /// # Safety
     /// The CPU has AVX-512 F/BW/VL and FMA; as [`super::rows`].
