@@ -78,6 +78,25 @@ pub struct ModelArgs {
     /// but decoding was ~12% slower than from the loader's own copies on the benchmark machine.
     #[arg(long)]
     pub mmap: bool,
+    /// Keep the language model's linear layers in 8 or 4 bits (q8: 8.5 bits per weight, q4:
+    /// 4.75), quantized as the checkpoint is read, on the CPU. The output layer stays at 8
+    /// bits at most, the vision tower in `--dtype` unless `--quantize-vision`. A checkpoint
+    /// already quantized (`nuri quantize`, AWQ) loads as it is without this flag.
+    #[arg(long, value_parser = parse_scheme)]
+    pub quantize: Option<nuri_kernels::quant::Scheme>,
+    /// With `--quantize`: the vision tower and its projector too.
+    #[arg(long, requires = "quantize")]
+    pub quantize_vision: bool,
+}
+
+/// `q8` or `q4`.
+pub fn parse_scheme(name: &str) -> Result<nuri_kernels::quant::Scheme, String> {
+    use nuri_kernels::quant::Scheme;
+    match name.to_ascii_lowercase().as_str() {
+        "q8" | "int8" | "8" => Ok(Scheme::Q8),
+        "q4" | "int4" | "4" => Ok(Scheme::Q4),
+        _ => Err(format!("unknown quantization `{name}` (q8 or q4)")),
+    }
 }
 
 /// `f32`, `bf16` or `f16`.
@@ -100,6 +119,7 @@ pub fn load_dtypes(dtype: DType, device: &Device) -> nuri_model::LoadOptions {
             matrices: dtype,
             rest: DType::F32,
             mmap: false,
+            quantize: None,
         }
     } else {
         nuri_model::LoadOptions::all(dtype)
@@ -112,13 +132,20 @@ impl ModelArgs {
         if self.bf16 { DType::BF16 } else { self.dtype }
     }
 
+    /// The quantization the flags ask for.
+    pub fn quantize(&self) -> Option<nuri_model::Quantize> {
+        self.quantize.map(|scheme| nuri_model::Quantize {
+            scheme,
+            vision: self.quantize_vision,
+        })
+    }
+
     pub fn load(&self) -> Result<crate::generate::Loaded> {
         let device = self.device.device()?;
-        let loaded = crate::generate::load(
-            &self.model,
-            device.clone(),
-            load_dtypes(self.dtype(), &device),
-        )?;
+        let dtypes = load_dtypes(self.dtype(), &device)
+            .with_mmap(self.mmap)
+            .with_quantize(self.quantize());
+        let loaded = crate::generate::load(&self.model, device.clone(), dtypes)?;
         if self.verbose {
             let r = &loaded.report;
             eprintln!(

@@ -24,6 +24,8 @@ pub mod attend;
 pub mod linear;
 mod loops;
 mod matvec;
+mod qmatvec;
+pub mod quant;
 
 pub use matvec::stream_read;
 pub mod rowops;
@@ -32,7 +34,7 @@ use burn::tensor::Tensor;
 
 pub use act::{sigmoid_gate, swiglu};
 pub use attend::{attend, attend_grouped};
-pub use linear::linear;
+pub use linear::{linear, packed_linear};
 pub use rowops::{cross_entropy, layer_norm, rms_norm, rope};
 
 /// `[x1, x2] -> [-x2, x1]` over the last dimension's two halves: the rotation partner of

@@ -14,10 +14,12 @@ use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 
 use crate::fused::{f32_tensor, values};
 use crate::matvec::matmul_wt;
+use crate::qmatvec::matmul_q;
+use crate::quant::{Scheme, dequantize_rows};
 use crate::on_flex;
 
 /// Activation rows from which an f32 weight goes to gemm instead of the streaming loop.
@@ -126,6 +128,56 @@ pub fn linear<const D: usize>(
     }
 }
 
+/// `x·wᵀ + b` for a weight held in one of [`crate::quant`]'s formats: `packed` is the
+/// checkpoint's `[out, in]` weight as `[out, row_bytes]` bytes (Burn `U8`), `x` `[..., in]`.
+/// On the CPU the packed rows are read in place ([`crate::qmatvec`]); elsewhere (or under
+/// autodiff) the weight is expanded to `x`'s float type for the call.
+///
+/// # Shapes
+/// - `x`: `[..., in]` → `[..., out]`
+pub fn packed_linear<const D: usize>(
+    x: Tensor<D>,
+    packed: Tensor<2, Int>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let [n, rb] = packed.dims();
+    let scheme = Scheme::of_row(k, rb).unwrap_or_else(|| {
+        panic!("packed_linear: rows of {rb} bytes are no quantized format of width {k}")
+    });
+    let dtype = x.dtype();
+    let m: usize = dims[..D - 1].iter().product();
+    let mut out = dims;
+    out[D - 1] = n;
+    let device = x.device();
+    let y = if on_flex(&device) && !x.is_autodiff() {
+        let x2 = x.reshape([m, k]).cast(DType::F32);
+        let xf = x2.try_into_primitive::<Flex>().expect("a flex tensor");
+        let wf = packed.try_into_primitive::<Flex>().expect("a flex tensor");
+        let (xf, _) = values(&xf);
+        let (wf, _) = values(&wf);
+        let bytes = wf.as_slice::<u8>().expect("contiguous u8");
+        let mut y = vec![0.0f32; m * n];
+        matmul_q(xf.as_slice::<f32>().expect("contiguous f32"), bytes, &mut y, (m, k, n), scheme);
+        let y = f32_tensor(y, Layout::contiguous([m, n].into()));
+        Tensor::<2>::from_primitive::<Flex>(y).cast(dtype).reshape(out)
+    } else {
+        let data = packed.into_data();
+        let bytes = data.as_bytes();
+        let wide = dequantize_rows(bytes, k, scheme);
+        let w = Tensor::<2>::from_data(TensorData::new(wide, [n, k]), (&device, DType::F32))
+            .cast(dtype)
+            .transpose();
+        x.matmul(w.unsqueeze())
+    };
+    match bias {
+        Some(b) if b.dtype() == dtype => y + b.unsqueeze(),
+        Some(b) => y + b.cast(dtype).unsqueeze(),
+        None => y,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +227,38 @@ mod tests {
                 x.matmul(rows.clone().transpose().unsqueeze()),
                 1e-5,
             );
+        }
+    }
+
+    /// A packed weight on the CPU, in each scheme, at a decoding and a prefill batch, equals
+    /// Burn's matmul with the dequantized weight (and the expanded path elsewhere agrees).
+    #[test]
+    fn a_packed_weight_equals_the_product_with_its_dequantized_values() {
+        use crate::quant::quantize_rows;
+        let device = Device::flex();
+        let (k, n) = (64, 37);
+        let rows = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &device);
+        let values = rows.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let bias = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
+        for scheme in [Scheme::Q8, Scheme::Q4] {
+            let packed = quantize_rows(&values, k, scheme, |v| v);
+            let wide = dequantize_rows(&packed, k, scheme);
+            let w = Tensor::<2>::from_data(TensorData::new(wide, [n, k]), &device).transpose();
+            let rb = scheme.row_bytes(k);
+            let codes = Tensor::<2, Int>::from_data(
+                TensorData::new(packed, [n, rb]),
+                (&device, DType::U8),
+            );
+            assert_eq!(codes.dtype(), DType::U8, "flex keeps the bytes as bytes");
+            for t in [1, 3, 20] {
+                let x = Tensor::<3>::random([2, t, k], Distribution::Normal(0.0, 1.0), &device);
+                let want = x.clone().matmul(w.clone().unsqueeze()) + bias.clone().unsqueeze();
+                let got = packed_linear(x.clone(), codes.clone(), Some(bias.clone()));
+                close(got, want.clone(), 1e-5);
+                let tracked = Tensor::<3>::from_data(x.into_data(), &device.clone().autodiff());
+                let expanded = packed_linear(tracked, codes.clone(), Some(bias.clone()));
+                close(Tensor::<3>::from_data(expanded.into_data(), &device), want, 1e-5);
+            }
         }
     }
 }

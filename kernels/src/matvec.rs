@@ -19,10 +19,10 @@ const NR: usize = 4;
 /// Lanes of one accumulator (one AVX-512 register of f32).
 const LANES: usize = 16;
 /// Weight rows per parallel task (a multiple of [`NR`]).
-const TASK_ROWS: usize = 64;
+pub(crate) const TASK_ROWS: usize = 64;
 /// From this many activation rows on, a group of weight rows is widened to f32 once and the
 /// tiles read the f32 copy.
-const WIDEN_FROM: usize = 16;
+pub(crate) const WIDEN_FROM: usize = 16;
 
 /// A weight element the loops read.
 pub trait WeightElem: Copy + Send + Sync + 'static {
@@ -50,7 +50,7 @@ impl WeightElem for u16 {
 
 /// A raw pointer to the output, shared by tasks that write disjoint columns.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+pub(crate) struct Out(pub(crate) *mut f32);
 // SAFETY: each task writes only the output columns of its own weight rows.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
@@ -76,6 +76,22 @@ pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: 
     } else {
         (0..tasks).into_par_iter().for_each(run);
     }
+}
+
+/// Output columns `j0..j0 + w.len() / k` of `y` from f32 rows (the quantized loops' prefill).
+///
+/// # Safety
+/// As [`rows`].
+pub(crate) unsafe fn f32_rows(
+    x: &[f32],
+    w: &[f32],
+    out: Out,
+    m: usize,
+    k: usize,
+    n: usize,
+    j0: usize,
+) {
+    unsafe { rows(x, w, out, m, k, n, j0) }
 }
 
 /// Output columns `j0..j0 + w.len() / k` of `y`.

@@ -7,7 +7,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::Linear;
+use crate::linear::Linear;
 
 use crate::linear::Project;
 use burn::tensor::{Bool, Device, Tensor};

@@ -10,7 +10,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear};
+use burn::nn::{Embedding, EmbeddingConfig};
+
+use crate::linear::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::attention::{Attention, AttentionConfig};

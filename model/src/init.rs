@@ -1,7 +1,9 @@
 //! Weight initialization as the reference checkpoints' `_init_weights` does it: every linear
 //! and embedding weight normal(0, `initializer_range`), biases at zero, norms at one.
 
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::{Initializer, LinearConfig};
+
+use crate::linear::Linear;
 use burn::tensor::Device;
 
 /// Standard deviation of the reference's weight initialization (`initializer_range`).
@@ -22,4 +24,5 @@ pub fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear 
         .with_bias(bias)
         .with_initializer(normal_init())
         .init(device)
+        .into()
 }

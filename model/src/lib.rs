@@ -34,7 +34,7 @@ pub use family::Family;
 pub use generation::{Batch, PendingPrompt, Prefilled, argmax};
 pub use hf_config::{hf_config_json, read_hf_config, read_json};
 pub use kv_cache::KvCache;
-pub use load::{LoadOptions, LoadReport, keep_as_loaded};
+pub use load::{LoadOptions, LoadReport, Quantize, keep_as_loaded, quantize_model};
 pub use mask::{
     causal_padding_mask, position_ids_from_mask, sliding_window_mask, text_position_ids,
 };

@@ -9,7 +9,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use thiserror::Error;
 

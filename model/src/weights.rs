@@ -20,7 +20,8 @@ use thiserror::Error;
 
 use crate::family::Family;
 use crate::hf_config::{hf_config_json, read_hf_config, read_json};
-use crate::load::{LoadOptions, LoadReport, load_into};
+use crate::linear::EachLinear;
+use crate::load::{Declared, LoadOptions, LoadReport, attach, load_into};
 use crate::multimodal::{ModelError, NuriConfig, NuriModel};
 
 /// Checkpoint key (any family's layouts) → module path. Applied in order. Naver's original
@@ -208,9 +209,100 @@ pub fn load_weights(
             });
         }
     }
+    let declared = declared_quantization(&dir.join(CONFIG_FILE))?;
+    if dtypes.quantize.is_some() && !nuri_kernels::on_flex(device) {
+        return Err(WeightsError::Store {
+            path: dir.to_path_buf(),
+            message: "quantized linear layers (--quantize) run on the CPU's kernels; on a GPU \
+                      load the weights in bf16 or f16 (--dtype)"
+                .into(),
+        });
+    }
     // A tied checkpoint may still carry lm_head.weight (a copy of the embedding).
     let tied_copy = config.text.tie_word_embeddings.then_some("lm_head.weight");
-    load_into(model, dir, &files, &IMPORT_TABLE, tied_copy, device, dtypes)
+    let loaded = load_into(
+        model,
+        dir,
+        &files,
+        &IMPORT_TABLE,
+        tied_copy,
+        device,
+        dtypes,
+        declared,
+    )?;
+    let mut model = loaded.model;
+    attach(&mut model, loaded.packed, device).map_err(|layers| WeightsError::Mismatch {
+        dir: dir.to_path_buf(),
+        problems: vec![format!("packed weights for no layer of the model: {layers:?}")],
+    })?;
+    Ok((model, loaded.report))
+}
+
+/// `config.json`'s `quantization_config` for a model with packed layers (`(path, row
+/// bytes)`): informational, since packed rows describe themselves to the loader. The bits of a
+/// layer follow from its row bytes where only one scheme fits them.
+fn quantization_config(packed: &[(String, usize)]) -> Value {
+    use nuri_kernels::quant::Scheme;
+    let bits = |rb: usize| -> Option<u32> {
+        let fits = |s: Scheme| rb.is_multiple_of(s.block_bytes());
+        match (fits(Scheme::Q8), fits(Scheme::Q4)) {
+            (true, false) => Some(8),
+            (false, true) => Some(4),
+            _ => None,
+        }
+    };
+    let body: BTreeSet<u32> = packed
+        .iter()
+        .filter(|(p, _)| !p.ends_with("lm_head"))
+        .filter_map(|&(_, rb)| bits(rb))
+        .collect();
+    serde_json::json!({
+        "quant_method": "nuri",
+        "bits": body.iter().min(),
+        "group_size": nuri_kernels::quant::BLOCK,
+        "format": "rows of blocks of 32 weights: f16 scale, then 32 int8 codes (8-bit) or a uint8 zero point and 16 bytes of 4-bit codes (4-bit); see nuri_kernels::quant",
+        "packed_layers": packed.len(),
+        "modules_not_converted": "layers without a .weight_packed tensor",
+    })
+}
+
+/// What `config.json`'s `quantization_config` declares: nothing, Nuri's own packed rows
+/// (which describe themselves), or AWQ's 4-bit GEMM format. Any other method (GPTQ,
+/// bitsandbytes, …) is refused by name: their tensors pack differently.
+fn declared_quantization(path: &Path) -> Result<Declared, WeightsError> {
+    let value = read_json(path)?;
+    let Some(q) = value.get("quantization_config").filter(|q| !q.is_null()) else {
+        return Ok(Declared::None);
+    };
+    let field = |field: &str, problem: String| WeightsError::Field {
+        path: path.to_path_buf(),
+        field: format!("quantization_config.{field}"),
+        problem,
+    };
+    let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("");
+    match method.to_ascii_lowercase().as_str() {
+        "nuri" => Ok(Declared::None),
+        "awq" => {
+            if q.get("bits").and_then(Value::as_u64) != Some(4) {
+                return Err(field("bits", format!("{:?}: AWQ is read at 4 bits", q.get("bits"))));
+            }
+            let version = q.get("version").and_then(Value::as_str).unwrap_or("gemm");
+            if !version.eq_ignore_ascii_case("gemm") {
+                return Err(field(
+                    "version",
+                    format!("{version:?}: Nuri reads AWQ's GEMM packing (the common one)"),
+                ));
+            }
+            if q.get("zero_point").and_then(Value::as_bool) == Some(false) {
+                return Err(field("zero_point", "false: AWQ is read with zero points".into()));
+            }
+            Ok(Declared::Awq)
+        }
+        other => Err(field(
+            "quant_method",
+            format!("{other:?} is not supported: Nuri reads its own quantized checkpoints (`nuri quantize`) and AWQ's 4-bit GEMM format"),
+        )),
+    }
 }
 
 /// Writes `model` and `config` as a Hugging Face checkpoint directory (`config.json` and one
@@ -228,11 +320,33 @@ pub fn save_pretrained(
 
     let weights = dir.join(SINGLE_FILE);
     let partial = dir.join(format!("{SINGLE_FILE}.partial"));
+    // Layers kept quantized are written as `<layer>.weight_packed` (their packed rows), without
+    // the float weight's empty place holder.
+    let mut packed = Vec::new();
+    model
+        .clone()
+        .each_linear("", &mut |path, linear| {
+            if let Some(p) = &linear.packed {
+                packed.push((path.to_string(), p.val().dims()[1]));
+            }
+        });
+    let mut table = export_table(config.family).to_vec();
+    table.push((r"\.packed$", ".weight_packed"));
     let mut store = SafetensorsStore::from_file(&partial)
         .with_to_adapter(BurnToPyTorchAdapter)
-        .remap(remapper(export_table(config.family)))
+        .remap(remapper(&table))
         .metadata("format", "pt")
         .overwrite(true);
+    if !packed.is_empty() {
+        let holders: BTreeSet<String> = packed.iter().map(|(p, _)| format!("{p}.weight")).collect();
+        let keep: Vec<String> = model
+            .collect(None, None, false)
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|name| !holders.contains(name))
+            .collect();
+        store = store.with_full_paths(keep);
+    }
     model
         .save_into(&mut store)
         .map_err(|e| WeightsError::Store {
@@ -246,8 +360,11 @@ pub fn save_pretrained(
 
     let config_path = dir.join(CONFIG_FILE);
     let partial = dir.join(format!("{CONFIG_FILE}.partial"));
-    let text =
-        serde_json::to_string_pretty(&hf_config_json(config)).expect("a JSON value serializes");
+    let mut json = hf_config_json(config);
+    if !packed.is_empty() {
+        json["quantization_config"] = quantization_config(&packed);
+    }
+    let text = serde_json::to_string_pretty(&json).expect("a JSON value serializes");
     let mut file = fs::File::create(&partial).map_err(io(&partial))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())

@@ -85,6 +85,7 @@ fn a_bf16_checkpoint_loads_as_bf16_without_an_f32_copy() {
             matrices: DType::BF16,
             rest: DType::F32,
             mmap: true,
+            quantize: None,
         },
     )
     .expect("load with f32 norms");
@@ -124,6 +125,7 @@ fn bf16_matrices_with_f32_activations_from_a_sharded_f32_checkpoint() {
         matrices: DType::BF16,
         rest: DType::F32,
         mmap: true,
+        quantize: None,
     };
     let (_, model, report) = load_pretrained_with(
         &fixtures().join("qwen2vl-tiny-sharded"),

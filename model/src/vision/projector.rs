@@ -3,7 +3,7 @@
 //! window), and map the result through a GELU MLP into the language model's width.
 
 use burn::module::Module;
-use burn::nn::Linear;
+use crate::linear::Linear;
 
 use crate::linear::Project;
 use burn::tensor::activation::gelu;

@@ -10,7 +10,7 @@
 //! back after them.
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
+use crate::linear::Linear;
 
 use crate::linear::Project;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};

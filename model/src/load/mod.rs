@@ -23,9 +23,14 @@ use std::time::Instant;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
 use regex::Regex;
-use serde_json::Value;
 
 use crate::weights::WeightsError;
+
+mod header;
+mod packed;
+
+use header::{Entry, element_size, read_header};
+pub use packed::{Declared, Quantize, attach, awq_to_q4, quantize_model};
 
 /// The largest safetensors header read (the format's own limit is 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
@@ -43,6 +48,8 @@ pub struct LoadOptions {
     /// the page cache's, touched pages only. Decoding was ~12% slower this way on the
     /// benchmark machine than from the loader's own (huge-page) copies, so it is a choice.
     pub mmap: bool,
+    /// Linear layers kept in a quantized format, packed as they are read (on the CPU).
+    pub quantize: Option<Quantize>,
 }
 
 impl LoadOptions {
@@ -52,7 +59,13 @@ impl LoadOptions {
             matrices: dtype,
             rest: dtype,
             mmap: false,
+            quantize: None,
         }
+    }
+
+    /// The same, with linear layers quantized as `quantize` says.
+    pub fn with_quantize(self, quantize: Option<Quantize>) -> Self {
+        Self { quantize, ..self }
     }
 
     /// The same, read in place from memory-mapped files where it can be (`mmap`).
@@ -78,125 +91,6 @@ pub struct LoadReport {
     pub peak_bytes: u64,
     /// Wall time of reading and placing the tensors.
     pub seconds: f64,
-}
-
-/// One tensor of a weight file.
-#[derive(Debug, Clone)]
-struct Entry {
-    /// The name in the checkpoint.
-    name: String,
-    file: usize,
-    /// Absolute byte offset in the file.
-    start: u64,
-    len: u64,
-    dtype: DType,
-    shape: Vec<usize>,
-}
-
-fn element_size(dtype: DType) -> usize {
-    match dtype {
-        DType::F32 => 4,
-        _ => 2,
-    }
-}
-
-fn parse_dtype(name: &str) -> Option<DType> {
-    Some(match name {
-        "F32" => DType::F32,
-        "BF16" => DType::BF16,
-        "F16" => DType::F16,
-        _ => return None,
-    })
-}
-
-/// Reads the header of `path` and lists its tensors under their module paths.
-fn read_header(
-    path: &Path,
-    file_index: usize,
-    rules: &[(Regex, &str)],
-    index: &mut BTreeMap<String, Entry>,
-) -> Result<File, WeightsError> {
-    let io = |source| WeightsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bad = |message: String| WeightsError::Store {
-        path: path.to_path_buf(),
-        message,
-    };
-    let file = File::open(path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
-    let mut len = [0u8; 8];
-    file.read_exact_at(&mut len, 0)
-        .map_err(|_| bad("not a safetensors file: shorter than its 8-byte header length".into()))?;
-    let header_len = u64::from_le_bytes(len);
-    if header_len > MAX_HEADER || 8 + header_len > size {
-        return Err(bad(format!(
-            "not a safetensors file: its header claims {header_len} bytes, the file has {size}"
-        )));
-    }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact_at(&mut header, 8).map_err(io)?;
-    let header: Value = serde_json::from_slice(&header)
-        .map_err(|e| bad(format!("the safetensors header is not JSON: {e}")))?;
-    let Some(tensors) = header.as_object() else {
-        return Err(bad("the safetensors header is not a JSON object".into()));
-    };
-    let data_start = 8 + header_len;
-    for (name, info) in tensors {
-        if name == "__metadata__" {
-            continue;
-        }
-        let field = |what: &str| bad(format!("tensor {name}: {what}"));
-        let dtype_name = info["dtype"].as_str().unwrap_or_default();
-        let dtype = parse_dtype(dtype_name).ok_or_else(|| {
-            field(&format!(
-                "dtype {dtype_name:?}: a checkpoint's floats are read as F32, BF16 or F16"
-            ))
-        })?;
-        let shape: Vec<usize> = info["shape"]
-            .as_array()
-            .and_then(|dims| {
-                dims.iter()
-                    .map(|d| d.as_u64().map(|d| d as usize))
-                    .collect()
-            })
-            .ok_or_else(|| field("no shape"))?;
-        let offsets: Vec<u64> = info["data_offsets"]
-            .as_array()
-            .and_then(|o| o.iter().map(Value::as_u64).collect())
-            .ok_or_else(|| field("no data_offsets"))?;
-        let &[begin, end] = offsets.as_slice() else {
-            return Err(field("data_offsets is not [begin, end]"));
-        };
-        let want = shape
-            .iter()
-            .try_fold(element_size(dtype) as u64, |n, &d| n.checked_mul(d as u64));
-        if end < begin || Some(end - begin) != want || data_start + end > size {
-            return Err(field(&format!(
-                "data_offsets [{begin}, {end}] do not hold a {dtype_name} tensor of shape {shape:?} within the file's {size} bytes"
-            )));
-        }
-        let mut module_path = name.clone();
-        for (pattern, replacement) in rules {
-            module_path = pattern.replace_all(&module_path, *replacement).into_owned();
-        }
-        let entry = Entry {
-            name: name.clone(),
-            file: file_index,
-            start: data_start + begin,
-            len: end - begin,
-            dtype,
-            shape,
-        };
-        if let Some(before) = index.insert(module_path.clone(), entry) {
-            return Err(bad(format!(
-                "tensors {} and {name} both load into {module_path}",
-                before.name
-            )));
-        }
-    }
-    Ok(file)
 }
 
 /// `bytes` (little-endian `from` values) as a tensor of `to` values.
@@ -233,11 +127,13 @@ fn zeroed<E: burn::tensor::Element>(count: usize) -> Vec<E> {
         assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<E>());
         assert_eq!(std::mem::align_of::<F>(), std::mem::align_of::<E>());
         let mut v = std::mem::ManuallyDrop::new(v);
-        // SAFETY: same size and alignment, and all-zero bits are 0.0 in f32, bf16 and f16.
+        // SAFETY: same size and alignment, and all-zero bits are 0 in every element type read
+        // here (f32, bf16, f16, u8, i32).
         unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<E>(), v.len(), v.capacity()) }
     }
     let values: Vec<E> = match std::mem::size_of::<E>() {
         4 => cast(vec![0u32; count]),
+        1 => cast(vec![0u8; count]),
         _ => cast(vec![0u16; count]),
     };
     advise_huge_pages(values.as_ptr().cast(), count * std::mem::size_of::<E>());
@@ -344,16 +240,47 @@ struct Assign<'a> {
     report: LoadReport,
     /// The read buffer of a tensor whose dtype changes.
     scratch: Vec<u8>,
+    /// What `config.json` says the checkpoint's quantization is.
+    declared: Declared,
+    /// Linear layers' packed rows, by layer path, for [`attach`].
+    packed: BTreeMap<String, TensorData>,
 }
 
 impl Assign<'_> {
     fn load<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let path = self.place.path.join(".");
+        if self.place.kind::<D>().0 {
+            let problems = self.problems.len();
+            if let Some((data, mapped)) = self.load_packed(&path, &param.lazy_shape().to_vec()) {
+                let kept = data.as_bytes().len() as u64;
+                if mapped {
+                    self.report.mapped_bytes += kept;
+                }
+                self.report.bytes += kept;
+                self.report.tensors += 1;
+                let linear = path.strip_suffix(".weight").unwrap_or(&path);
+                self.packed.insert(linear.to_string(), data);
+                // The float weight's place holder; the layer reads its packed rows.
+                let empty = Tensor::<D>::empty([0; D], (&self.device, self.dtypes.rest));
+                let id = param.id;
+                return param.transform_for_load(empty, id);
+            }
+            if self.problems.len() > problems {
+                return param;
+            }
+        }
         let Some(entry) = self.index.get(&path) else {
             self.missing.push(path);
             return param;
         };
         self.used.insert(path.clone());
+        if !matches!(entry.dtype, DType::F32 | DType::BF16 | DType::F16) {
+            self.problems.push(format!(
+                "tensor {path} ({}) is {:?}, where the model holds a float",
+                entry.name, entry.dtype
+            ));
+            return param;
+        }
         let (rows, matrix) = self.place.kind::<D>();
         let expected = param.lazy_shape().to_vec();
         let stored: Vec<usize> = if rows {
@@ -435,6 +362,8 @@ impl Assign<'_> {
             return match target {
                 DType::F32 => read_typed::<f32>(file, count, entry.start, shape),
                 DType::BF16 => read_typed::<bf16>(file, count, entry.start, shape),
+                DType::U8 => read_typed::<u8>(file, count, entry.start, shape),
+                DType::I32 => read_typed::<i32>(file, count, entry.start, shape),
                 _ => read_typed::<f16>(file, count, entry.start, shape),
             };
         }
@@ -463,6 +392,14 @@ impl ModuleMapper for Assign<'_> {
     }
 }
 
+/// What [`load_into`] gives back.
+pub struct Loaded<M> {
+    pub model: M,
+    pub report: LoadReport,
+    /// The packed rows of the linear layers kept quantized, by layer path, for [`attach`].
+    pub packed: BTreeMap<String, TensorData>,
+}
+
 /// Loads `files` into `model` (built, not initialized), renaming checkpoint names by `table`.
 /// `tied_copy` is the module path of a tensor a checkpoint may carry that the model does not
 /// load (a tied `lm_head.weight`).
@@ -474,7 +411,8 @@ pub fn load_into<M: Module>(
     tied_copy: Option<&str>,
     device: &Device,
     dtypes: LoadOptions,
-) -> Result<(M, LoadReport), WeightsError> {
+    declared: Declared,
+) -> Result<Loaded<M>, WeightsError> {
     let started = Instant::now();
     let rules: Vec<(Regex, &str)> = table
         .iter()
@@ -524,6 +462,8 @@ pub fn load_into<M: Module>(
             ..LoadReport::default()
         },
         scratch: Vec::new(),
+        declared,
+        packed: BTreeMap::new(),
     };
     let model = model.map(&mut assign);
     let dir = dir.to_path_buf();
@@ -553,7 +493,11 @@ pub fn load_into<M: Module>(
     }
     let mut report = assign.report;
     report.seconds = started.elapsed().as_secs_f64();
-    Ok((model, report))
+    Ok(Loaded {
+        model,
+        report,
+        packed: assign.packed,
+    })
 }
 
 /// Puts an initialized model's parameters in `dtypes` as a loaded checkpoint holds them:
