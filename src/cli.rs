@@ -261,6 +261,69 @@ impl ConvertArgs {
     }
 }
 
+/// `nuri quantize`: a checkpoint with its language model's linear layers packed in 8 or 4
+/// bits, which loads directly (no `--quantize` needed).
+#[derive(clap::Args, Debug)]
+pub struct QuantizeArgs {
+    /// Checkpoint directory to read (any supported family, float weights).
+    #[arg(long)]
+    from: PathBuf,
+    /// Directory to write (config.json with a `quantization_config`, model.safetensors, and
+    /// the tokenizer and processor files copied from `--from`).
+    #[arg(long)]
+    to: PathBuf,
+    /// q8 (8.5 bits per weight) or q4 (4.75). The output layer stays at 8 bits at most.
+    #[arg(long, value_parser = parse_scheme)]
+    quantize: nuri_kernels::quant::Scheme,
+    /// The vision tower and its projector too (by default kept in `--dtype`).
+    #[arg(long)]
+    quantize_vision: bool,
+    /// The dtype of everything not quantized (embeddings, norms, the vision tower).
+    #[arg(long, default_value = "bf16", value_parser = parse_dtype)]
+    dtype: DType,
+}
+
+impl QuantizeArgs {
+    pub fn run(self) -> Result<()> {
+        let dtypes =
+            nuri_model::LoadOptions::all(self.dtype).with_quantize(Some(nuri_model::Quantize {
+                scheme: self.quantize,
+                vision: self.quantize_vision,
+            }));
+        let (config, model, report) =
+            nuri_model::load_pretrained_with(&self.from, &Device::flex(), dtypes)
+                .with_context(|| format!("loading {}", self.from.display()))?;
+        save_pretrained(&model, &config, &self.to)
+            .with_context(|| format!("writing {}", self.to.display()))?;
+        let copied = copy_processor_files(&self.from, &self.to)?;
+        println!(
+            "wrote {} ({:.2} GB of weights; {} other file(s) copied)",
+            self.to.display(),
+            report.bytes as f64 / 1e9,
+            copied
+        );
+        Ok(())
+    }
+}
+
+/// Copies the files of a checkpoint directory that are not its weights or config (tokenizer,
+/// chat template, processor configs, generation config) from `from` to `to`.
+fn copy_processor_files(from: &std::path::Path, to: &std::path::Path) -> Result<usize> {
+    let mut copied = 0;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let weights = name.ends_with(".safetensors") || name == "model.safetensors.index.json";
+        if !path.is_file() || weights || name == "config.json" {
+            continue;
+        }
+        std::fs::copy(&path, to.join(name))
+            .with_context(|| format!("copying {} to {}", path.display(), to.display()))?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
 /// `nuri plot`: a run's curves to `RUN_DIR/curves.png`.
 #[derive(clap::Args, Debug)]
 pub struct PlotArgs {

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use nuri::bench::BenchOptions;
 use nuri::check::CheckArgs;
-use nuri::cli::{ConfigArgs, ConvertArgs, PlotArgs, TrainArgs};
+use nuri::cli::{ConfigArgs, ConvertArgs, PlotArgs, QuantizeArgs, TrainArgs};
 use nuri::eval::EvalArgs;
 use nuri::generate::{ChatArgs, GenerateArgs};
 use nuri::preprocess::PreprocessArgs;
@@ -66,6 +66,9 @@ enum Command {
     /// EXAONE 4.5 / 4.0, HyperCLOVA X Vision / text; strictly: every tensor must match)
     /// and write it back out (config.json + model.safetensors), as transformers lays it out.
     Convert(ConvertArgs),
+    /// Write a checkpoint with the language model's linear layers in 8 or 4 bits (Nuri's block
+    /// formats), which `generate`, `chat`, `serve` and `eval` load directly.
+    Quantize(QuantizeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,6 +104,7 @@ fn main() -> Result<()> {
         Command::Data(DataCommand::Shapes(options)) => options.run()?,
         Command::Tokenizer(TokenizerCommand::Train(args)) => args.run()?,
         Command::Convert(args) => args.run()?,
+        Command::Quantize(args) => args.run()?,
     }
     Ok(())
 }

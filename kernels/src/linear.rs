@@ -18,9 +18,9 @@ use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 
 use crate::fused::{f32_tensor, values};
 use crate::matvec::matmul_wt;
+use crate::on_flex;
 use crate::qmatvec::matmul_q;
 use crate::quant::{Scheme, dequantize_rows};
-use crate::on_flex;
 
 /// Activation rows from which an f32 weight goes to gemm instead of the streaming loop.
 const F32_STREAM_ROWS: usize = 16;
@@ -159,9 +159,17 @@ pub fn packed_linear<const D: usize>(
         let (wf, _) = values(&wf);
         let bytes = wf.as_slice::<u8>().expect("contiguous u8");
         let mut y = vec![0.0f32; m * n];
-        matmul_q(xf.as_slice::<f32>().expect("contiguous f32"), bytes, &mut y, (m, k, n), scheme);
+        matmul_q(
+            xf.as_slice::<f32>().expect("contiguous f32"),
+            bytes,
+            &mut y,
+            (m, k, n),
+            scheme,
+        );
         let y = f32_tensor(y, Layout::contiguous([m, n].into()));
-        Tensor::<2>::from_primitive::<Flex>(y).cast(dtype).reshape(out)
+        Tensor::<2>::from_primitive::<Flex>(y)
+            .cast(dtype)
+            .reshape(out)
     } else {
         let data = packed.into_data();
         let bytes = data.as_bytes();
@@ -238,17 +246,19 @@ mod tests {
         let device = Device::flex();
         let (k, n) = (64, 37);
         let rows = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &device);
-        let values = rows.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let values = rows
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         let bias = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
         for scheme in [Scheme::Q8, Scheme::Q4] {
             let packed = quantize_rows(&values, k, scheme, |v| v);
             let wide = dequantize_rows(&packed, k, scheme);
             let w = Tensor::<2>::from_data(TensorData::new(wide, [n, k]), &device).transpose();
             let rb = scheme.row_bytes(k);
-            let codes = Tensor::<2, Int>::from_data(
-                TensorData::new(packed, [n, rb]),
-                (&device, DType::U8),
-            );
+            let codes =
+                Tensor::<2, Int>::from_data(TensorData::new(packed, [n, rb]), (&device, DType::U8));
             assert_eq!(codes.dtype(), DType::U8, "flex keeps the bytes as bytes");
             for t in [1, 3, 20] {
                 let x = Tensor::<3>::random([2, t, k], Distribution::Normal(0.0, 1.0), &device);
@@ -257,7 +267,11 @@ mod tests {
                 close(got, want.clone(), 1e-5);
                 let tracked = Tensor::<3>::from_data(x.into_data(), &device.clone().autodiff());
                 let expanded = packed_linear(tracked, codes.clone(), Some(bias.clone()));
-                close(Tensor::<3>::from_data(expanded.into_data(), &device), want, 1e-5);
+                close(
+                    Tensor::<3>::from_data(expanded.into_data(), &device),
+                    want,
+                    1e-5,
+                );
             }
         }
     }

@@ -293,8 +293,14 @@ mod avx512 {
                 let mut wa = [zero; C];
                 let mut wb = [zero; C];
                 for c in 0..C {
-                    wa[c] = load(w.add(c * k + l), all);
-                    wb[c] = load(w.add(c * k + l + 16), all);
+                    let p = w.add(c * k + l);
+                    if W::BF16 {
+                        // The same place 8 rows on: the next groups' rows (short streams
+                        // the hardware prefetcher picks up late).
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * k).cast());
+                    }
+                    wa[c] = load(p, all);
+                    wb[c] = load(p.add(16), all);
                 }
                 for r in 0..R {
                     let xa = _mm512_loadu_ps(x.add(r * k + l));

@@ -2,15 +2,18 @@
 //! [`crate::linear::packed_linear`].
 //!
 //! Decoding (fewer than [`WIDEN_FROM`] activation rows) streams the packed rows once: tiles of
-//! 4 weight rows × up to 4 activation rows, each block's 32 codes widened to two vectors of
-//! f32 and multiplied by the block's scale, then accumulated with the activations in f32 over
-//! 16 lanes (AVX-512), as the bf16 loop of [`crate::matvec`] does. With more rows (prefill),
-//! each task's weight rows are expanded to f32 once and go through that f32 loop.
+//! 4 weight rows × up to 4 activation rows (AVX-512). A tile first converts its rows' f16
+//! scales to f32, sixteen at a time; then each block's 32 codes are widened to two vectors of
+//! f32 and multiplied with the activations, and the block's product is scaled once (one
+//! activation row) or the codes are (several). A Q4 block's zero point `z` comes in at the end,
+//! as `s·z·Σx` over the block, from per-block sums of the activations computed once per call.
+//! With more rows (prefill), each task's weight rows are expanded to f32 once and go through
+//! [`crate::matvec`]'s f32 loop.
 
 use rayon::prelude::*;
 
 use crate::matvec::{Out, TASK_ROWS, WIDEN_FROM, f32_rows};
-use crate::quant::{BLOCK, Scheme, dequantize_rows};
+use crate::quant::{BLOCK, Scheme, dequantize_row, dequantize_rows};
 
 /// Activation rows per tile.
 const MR: usize = 4;
@@ -34,6 +37,12 @@ pub fn matmul_q(
     if m == 0 || n == 0 {
         return;
     }
+    // Each activation row's sum over each block: the zero points' share of a Q4 product.
+    let xsum: Vec<f32> = if scheme == Scheme::Q4 && m < WIDEN_FROM {
+        x.chunks(BLOCK).map(|b| b.iter().sum()).collect()
+    } else {
+        Vec::new()
+    };
     let out = Out(y.as_mut_ptr());
     let tasks = n.div_ceil(TASK_ROWS);
     let run = |t: usize| {
@@ -45,7 +54,7 @@ pub fn matmul_q(
             unsafe { f32_rows(x, &wide, out, m, k, n, j0) };
         } else {
             // SAFETY: as above.
-            unsafe { packed_rows(x, rows, out, (m, k, n), j0, scheme) };
+            unsafe { packed_rows(x, &xsum, rows, out, (m, k, n), j0, scheme) };
         }
     };
     if tasks == 1 || m * n * k < 1 << 15 {
@@ -61,6 +70,7 @@ pub fn matmul_q(
 /// `out` points at `y` (`[m, n]`) and no other task writes these columns.
 unsafe fn packed_rows(
     x: &[f32],
+    xsum: &[f32],
     w: &[u8],
     out: Out,
     dims: (usize, usize, usize),
@@ -70,21 +80,22 @@ unsafe fn packed_rows(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("f16c")
         && std::arch::is_x86_feature_detected!("fma")
     {
         // SAFETY: the CPU has the features the loop was compiled for.
         return unsafe {
             match scheme {
-                Scheme::Q8 => avx512::rows::<false>(x, w, out, dims, j0),
-                Scheme::Q4 => avx512::rows::<true>(x, w, out, dims, j0),
+                Scheme::Q8 => avx512::rows::<false>(x, xsum, w, out, dims, j0),
+                Scheme::Q4 => avx512::rows::<true>(x, xsum, w, out, dims, j0),
             }
         };
     }
     unsafe { portable_rows(x, w, out, dims, j0, scheme) }
 }
 
-/// The same without vector intrinsics: each block expanded, then its dot products.
+/// The same without vector intrinsics: each row expanded, then its dot products.
 unsafe fn portable_rows(
     x: &[f32],
     w: &[u8],
@@ -93,19 +104,15 @@ unsafe fn portable_rows(
     j0: usize,
     scheme: Scheme,
 ) {
-    let rb = scheme.row_bytes(k);
-    let bb = scheme.block_bytes();
-    let mut block = [0f32; BLOCK];
-    for (c, row) in w.chunks(rb).enumerate() {
-        let mut sums = [0f32; WIDEN_FROM];
-        for (b, packed) in row.chunks(bb).enumerate() {
-            crate::quant::dequantize_block(packed, scheme, &mut block);
-            for (i, s) in sums.iter_mut().enumerate().take(m) {
-                let xs = &x[i * k + b * BLOCK..i * k + (b + 1) * BLOCK];
-                *s += xs.iter().zip(&block).map(|(a, b)| a * b).sum::<f32>();
-            }
-        }
-        for (i, &s) in sums.iter().enumerate().take(m) {
+    let mut wide = vec![0f32; k];
+    for (c, row) in w.chunks(scheme.row_bytes(k)).enumerate() {
+        dequantize_row(row, scheme, &mut wide);
+        for i in 0..m {
+            let s: f32 = x[i * k..(i + 1) * k]
+                .iter()
+                .zip(&wide)
+                .map(|(a, b)| a * b)
+                .sum();
             // SAFETY: row i < m, column j0 + c < n; only this task writes it.
             unsafe { *out.0.add(i * n + j0 + c) = s };
         }
@@ -117,62 +124,134 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{MR, NR, Out};
+    const PREFETCH: usize = 8;
     use crate::quant::{BLOCK, Scheme};
 
-    /// A block's 32 weights as two vectors of f32 (scale applied).
+    /// A block's 32 codes (at `p`) as two vectors of f32, unscaled (Q4: zero point not
+    /// subtracted).
     #[inline(always)]
-    unsafe fn block<const Q4: bool>(p: *const u8) -> (__m512, __m512) {
+    unsafe fn codes<const Q4: bool>(p: *const u8) -> (__m512, __m512) {
         unsafe {
-            let bits = u16::from_le_bytes([*p, *p.add(1)]);
-            let s = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-                i32::from(bits),
-            ))));
             if Q4 {
-                let z = _mm512_set1_epi32(i32::from(*p.add(2)));
-                let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(3).cast()));
-                let lo = _mm512_sub_epi32(_mm512_and_si512(v, _mm512_set1_epi32(15)), z);
-                let hi = _mm512_sub_epi32(_mm512_srli_epi32::<4>(v), z);
-                (
-                    _mm512_mul_ps(_mm512_cvtepi32_ps(lo), s),
-                    _mm512_mul_ps(_mm512_cvtepi32_ps(hi), s),
-                )
+                let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()));
+                let lo = _mm512_and_si512(v, _mm512_set1_epi32(15));
+                let hi = _mm512_srli_epi32::<4>(v);
+                (_mm512_cvtepi32_ps(lo), _mm512_cvtepi32_ps(hi))
             } else {
-                let a = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2).cast()));
-                let b = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18).cast()));
-                (
-                    _mm512_mul_ps(_mm512_cvtepi32_ps(a), s),
-                    _mm512_mul_ps(_mm512_cvtepi32_ps(b), s),
-                )
+                let v = _mm256_loadu_si256(p.cast());
+                let a = _mm512_cvtepi8_epi32(_mm256_castsi256_si128(v));
+                let b = _mm512_cvtepi8_epi32(_mm256_extracti128_si256::<1>(v));
+                (_mm512_cvtepi32_ps(a), _mm512_cvtepi32_ps(b))
             }
         }
     }
 
+    /// Row `row`'s `nb` f16 scales as f32 into `scales`, and (Q4) each block's `s·z` into
+    /// `sz`.
+    #[inline(always)]
+    unsafe fn row_scales<const Q4: bool>(
+        row: *const u8,
+        nb: usize,
+        scales: &mut [f32],
+        sz: &mut [f32],
+    ) {
+        unsafe {
+            let mut b = 0;
+            while b < nb {
+                let mask: __mmask16 = if b + 16 <= nb {
+                    0xFFFF
+                } else {
+                    ((1u32 << (nb - b)) - 1) as u16
+                };
+                let h = _mm256_maskz_loadu_epi16(mask, row.add(2 * b).cast());
+                let s = _mm512_cvtph_ps(h);
+                _mm512_mask_storeu_ps(scales.as_mut_ptr().add(b), mask, s);
+                if Q4 {
+                    let z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(
+                        mask,
+                        row.add(2 * nb + b).cast(),
+                    )));
+                    _mm512_mask_storeu_ps(sz.as_mut_ptr().add(b), mask, _mm512_mul_ps(s, z));
+                }
+                b += 16;
+            }
+        }
+    }
+
+    /// `Σ_b a[b]·c[b]` over `nb` values.
+    #[inline(always)]
+    unsafe fn dot(a: *const f32, c: *const f32, nb: usize) -> f32 {
+        unsafe {
+            let mut acc = _mm512_setzero_ps();
+            let mut b = 0;
+            while b < nb {
+                let mask: __mmask16 = if b + 16 <= nb {
+                    0xFFFF
+                } else {
+                    ((1u32 << (nb - b)) - 1) as u16
+                };
+                acc = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(mask, a.add(b)),
+                    _mm512_maskz_loadu_ps(mask, c.add(b)),
+                    acc,
+                );
+                b += 16;
+            }
+            _mm512_reduce_add_ps(acc)
+        }
+    }
+
     /// Dot products of `R` activation rows (from `x`, rows `k` apart) with `C` packed rows
-    /// (from `w`, rows `rb` bytes apart).
+    /// (from `w`, rows `rb` bytes apart) whose scales are in `scales` (rows `nb` apart).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // indices over register arrays, unrolled
     unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
         x: *const f32,
         w: *const u8,
         k: usize,
+        scales: *const f32,
     ) -> [[f32; C]; R] {
         let scheme = if Q4 { Scheme::Q4 } else { Scheme::Q8 };
-        let (bb, rb) = (scheme.block_bytes(), scheme.row_bytes(k));
+        let nb = k / BLOCK;
+        let (rb, cb, at) = (
+            scheme.row_bytes(k),
+            scheme.code_bytes(),
+            scheme.codes_at(nb),
+        );
         unsafe {
             let zero = _mm512_setzero_ps();
             let mut acc = [[zero; C]; R];
-            for b in 0..k / BLOCK {
+            for b in 0..nb {
                 let mut wa = [zero; C];
                 let mut wb = [zero; C];
                 for c in 0..C {
-                    (wa[c], wb[c]) = block::<Q4>(w.add(c * rb + b * bb));
+                    let p = w.add(c * rb + at + b * cb);
+                    if PREFETCH > 0 && b % (64 / cb) == 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH * rb).cast());
+                    }
+                    (wa[c], wb[c]) = codes::<Q4>(p);
                 }
-                for r in 0..R {
-                    let xa = _mm512_loadu_ps(x.add(r * k + b * BLOCK));
-                    let xb = _mm512_loadu_ps(x.add(r * k + b * BLOCK + 16));
+                if R == 1 {
+                    let xa = _mm512_loadu_ps(x.add(b * BLOCK));
+                    let xb = _mm512_loadu_ps(x.add(b * BLOCK + 16));
                     for c in 0..C {
-                        acc[r][c] =
-                            _mm512_fmadd_ps(xb, wb[c], _mm512_fmadd_ps(xa, wa[c], acc[r][c]));
+                        let d = _mm512_fmadd_ps(xa, wa[c], _mm512_mul_ps(xb, wb[c]));
+                        let s = _mm512_set1_ps(*scales.add(c * nb + b));
+                        acc[0][c] = _mm512_fmadd_ps(d, s, acc[0][c]);
+                    }
+                } else {
+                    for c in 0..C {
+                        let s = _mm512_set1_ps(*scales.add(c * nb + b));
+                        wa[c] = _mm512_mul_ps(wa[c], s);
+                        wb[c] = _mm512_mul_ps(wb[c], s);
+                    }
+                    for r in 0..R {
+                        let xa = _mm512_loadu_ps(x.add(r * k + b * BLOCK));
+                        let xb = _mm512_loadu_ps(x.add(r * k + b * BLOCK + 16));
+                        for c in 0..C {
+                            acc[r][c] =
+                                _mm512_fmadd_ps(xb, wb[c], _mm512_fmadd_ps(xa, wa[c], acc[r][c]));
+                        }
                     }
                 }
             }
@@ -189,65 +268,86 @@ mod avx512 {
     /// [`super::packed_rows`] with AVX-512.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F/BW, F16C and FMA; as [`super::packed_rows`].
-    #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
+    /// The CPU has AVX-512 F/BW/VL, F16C and FMA; as [`super::packed_rows`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
     pub(super) unsafe fn rows<const Q4: bool>(
         x: &[f32],
+        xsum: &[f32],
         w: &[u8],
         out: Out,
         (m, k, n): (usize, usize, usize),
         j0: usize,
     ) {
         let scheme = if Q4 { Scheme::Q4 } else { Scheme::Q8 };
-        let rb = scheme.row_bytes(k);
+        let (rb, nb) = (scheme.row_bytes(k), k / BLOCK);
         let count = w.len() / rb;
-        let put = |i: usize, col: usize, sums: &[&[f32]]| {
-            for (r, row) in sums.iter().enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    // SAFETY: row i + r < m, column col + c < n; only this task writes it.
-                    unsafe { *out.0.add((i + r) * n + col + c) = v };
-                }
-            }
-        };
+        let mut scales = vec![0f32; NR * nb];
+        let mut sz = vec![0f32; if Q4 { NR * nb } else { 0 }];
         let mut j = 0;
         while j < count {
             let nr = NR.min(count - j);
-            let mut i = 0;
-            while i < m {
-                let mr = MR.min(m - i);
-                unsafe {
+            unsafe {
+                for c in 0..nr {
+                    let row = w.as_ptr().add((j + c) * rb);
+                    let (s, z) = (
+                        &mut scales[c * nb..],
+                        if Q4 { &mut sz[c * nb..] } else { &mut [][..] },
+                    );
+                    row_scales::<Q4>(row, nb, s, z);
+                }
+                let mut i = 0;
+                while i < m {
+                    let mr = MR.min(m - i);
                     let xi = x.as_ptr().add(i * k);
+                    let wj = w.as_ptr().add(j * rb);
+                    let mut sums = [[0f32; NR]; MR];
+                    macro_rules! fill {
+                        ($r:literal, $c:literal, $w:expr, $s:expr, $col:expr) => {{
+                            let t = tile::<Q4, $r, $c>(xi, $w, k, $s);
+                            for r in 0..$r {
+                                for c in 0..$c {
+                                    sums[r][$col + c] = t[r][c];
+                                }
+                            }
+                        }};
+                    }
                     if nr == NR {
-                        let wj = w.as_ptr().add(j * rb);
+                        let s = scales.as_ptr();
                         match mr {
-                            4 => {
-                                let s = tile::<Q4, 4, 4>(xi, wj, k);
-                                put(i, j0 + j, &[&s[0], &s[1], &s[2], &s[3]]);
-                            }
-                            3 => {
-                                let s = tile::<Q4, 3, 4>(xi, wj, k);
-                                put(i, j0 + j, &[&s[0], &s[1], &s[2]]);
-                            }
-                            2 => {
-                                let s = tile::<Q4, 2, 4>(xi, wj, k);
-                                put(i, j0 + j, &[&s[0], &s[1]]);
-                            }
-                            _ => {
-                                let s = tile::<Q4, 1, 4>(xi, wj, k);
-                                put(i, j0 + j, &[&s[0]]);
-                            }
+                            4 => fill!(4, 4, wj, s, 0),
+                            3 => fill!(3, 4, wj, s, 0),
+                            2 => fill!(2, 4, wj, s, 0),
+                            _ => fill!(1, 4, wj, s, 0),
                         }
                     } else {
                         for c in 0..nr {
-                            let wc = w.as_ptr().add((j + c) * rb);
-                            for r in 0..mr {
-                                let s = tile::<Q4, 1, 1>(xi.add(r * k), wc, k);
-                                put(i + r, j0 + j + c, &[&s[0]]);
+                            let (wc, s) = (wj.add(c * rb), scales.as_ptr().add(c * nb));
+                            match mr {
+                                4 => fill!(4, 1, wc, s, c),
+                                3 => fill!(3, 1, wc, s, c),
+                                2 => fill!(2, 1, wc, s, c),
+                                _ => fill!(1, 1, wc, s, c),
                             }
                         }
                     }
+                    for r in 0..mr {
+                        for c in 0..nr {
+                            let mut v = sums[r][c];
+                            if Q4 {
+                                // The zero points: Σ_b s·z·Σx over each block.
+                                v -= dot(
+                                    sz.as_ptr().add(c * nb),
+                                    xsum.as_ptr().add((i + r) * nb),
+                                    nb,
+                                );
+                            }
+                            // SAFETY: row i + r < m, column j0 + j + c < n; only this task
+                            // writes it.
+                            *out.0.add((i + r) * n + j0 + j + c) = v;
+                        }
+                    }
+                    i += mr;
                 }
-                i += mr;
             }
             j += nr;
         }
@@ -275,7 +375,13 @@ mod tests {
     #[test]
     fn the_packed_product_equals_the_product_with_the_dequantized_weight() {
         for scheme in [Scheme::Q8, Scheme::Q4] {
-            for &(m, k, n) in &[(1, 32, 4), (3, 64, 7), (4, 96, 70), (9, 64, 5), (17, 32, 66)] {
+            for &(m, k, n) in &[
+                (1, 32, 4),
+                (3, 64, 7),
+                (4, 96, 70),
+                (9, 64, 5),
+                (17, 32, 66),
+            ] {
                 let x = values(m * k, 1);
                 let packed = quantize_rows(&values(n * k, 2), k, scheme, |v| v);
                 let wide = dequantize_rows(&packed, k, scheme);

@@ -5,9 +5,9 @@
 //! and skips RoPE in its global layers; Llama-style `attention_bias` (HyperCLOVA X) puts a
 //! bias on all four projections; µP's `attention_multiplier` replaces `1 / sqrt(head_dim)`.
 
+use crate::linear::Linear;
 use burn::config::Config;
 use burn::module::Module;
-use crate::linear::Linear;
 
 use crate::linear::Project;
 use burn::tensor::{Bool, Device, Tensor};

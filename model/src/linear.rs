@@ -134,15 +134,22 @@ mod tests {
             }
             fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
                 let inside = self.containers.last().map(String::as_str);
-                if inside == Some("Struct:Linear") && self.path.last().is_some_and(|n| n == "weight")
+                if inside == Some("Struct:Linear")
+                    && self.path.last().is_some_and(|n| n == "weight")
                 {
-                    self.linears.push(self.path[..self.path.len() - 1].join("."));
+                    self.linears
+                        .push(self.path[..self.path.len() - 1].join("."));
                 }
             }
         }
         let device = Device::flex();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/families");
-        let families = ["qwen2_5_vl", "exaone4_5", "hyperclovax_vision_v2", "exaone4"];
+        let families = [
+            "qwen2_5_vl",
+            "exaone4_5",
+            "hyperclovax_vision_v2",
+            "exaone4",
+        ];
         for family in families {
             let dir = root.join(family).join("model");
             let config = crate::hf_config::read_hf_config(&dir.join("config.json")).unwrap();

@@ -1,8 +1,8 @@
 //! The SwiGLU feed-forward block of Qwen2 (`Qwen2MLP`): `down(silu(gate(x)) * up(x))`.
 
+use crate::linear::Linear;
 use burn::config::Config;
 use burn::module::Module;
-use crate::linear::Linear;
 
 use crate::linear::Project;
 use burn::tensor::{Device, Tensor};

@@ -7,9 +7,9 @@
 //! The module tree is the one transformers 5 holds in memory for Qwen2-VL: `model.visual.*`,
 //! `model.language_model.*`, `lm_head.*` (each family's names map onto it in `weights.rs`).
 
+use crate::linear::Linear;
 use burn::config::Config;
 use burn::module::Module;
-use crate::linear::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use thiserror::Error;
 

@@ -233,7 +233,9 @@ pub fn load_weights(
     let mut model = loaded.model;
     attach(&mut model, loaded.packed, device).map_err(|layers| WeightsError::Mismatch {
         dir: dir.to_path_buf(),
-        problems: vec![format!("packed weights for no layer of the model: {layers:?}")],
+        problems: vec![format!(
+            "packed weights for no layer of the model: {layers:?}"
+        )],
     })?;
     Ok((model, loaded.report))
 }
@@ -284,7 +286,10 @@ fn declared_quantization(path: &Path) -> Result<Declared, WeightsError> {
         "nuri" => Ok(Declared::None),
         "awq" => {
             if q.get("bits").and_then(Value::as_u64) != Some(4) {
-                return Err(field("bits", format!("{:?}: AWQ is read at 4 bits", q.get("bits"))));
+                return Err(field(
+                    "bits",
+                    format!("{:?}: AWQ is read at 4 bits", q.get("bits")),
+                ));
             }
             let version = q.get("version").and_then(Value::as_str).unwrap_or("gemm");
             if !version.eq_ignore_ascii_case("gemm") {
@@ -294,13 +299,18 @@ fn declared_quantization(path: &Path) -> Result<Declared, WeightsError> {
                 ));
             }
             if q.get("zero_point").and_then(Value::as_bool) == Some(false) {
-                return Err(field("zero_point", "false: AWQ is read with zero points".into()));
+                return Err(field(
+                    "zero_point",
+                    "false: AWQ is read with zero points".into(),
+                ));
             }
             Ok(Declared::Awq)
         }
         other => Err(field(
             "quant_method",
-            format!("{other:?} is not supported: Nuri reads its own quantized checkpoints (`nuri quantize`) and AWQ's 4-bit GEMM format"),
+            format!(
+                "{other:?} is not supported: Nuri reads its own quantized checkpoints (`nuri quantize`) and AWQ's 4-bit GEMM format"
+            ),
         )),
     }
 }
@@ -323,13 +333,11 @@ pub fn save_pretrained(
     // Layers kept quantized are written as `<layer>.weight_packed` (their packed rows), without
     // the float weight's empty place holder.
     let mut packed = Vec::new();
-    model
-        .clone()
-        .each_linear("", &mut |path, linear| {
-            if let Some(p) = &linear.packed {
-                packed.push((path.to_string(), p.val().dims()[1]));
-            }
-        });
+    model.clone().each_linear("", &mut |path, linear| {
+        if let Some(p) = &linear.packed {
+            packed.push((path.to_string(), p.val().dims()[1]));
+        }
+    });
     let mut table = export_table(config.family).to_vec();
     table.push((r"\.packed$", ".weight_packed"));
     let mut store = SafetensorsStore::from_file(&partial)

@@ -60,7 +60,8 @@ fn run(model: &NuriModel, device: &Device) -> Vec<(Vec<f32>, Vec<i64>)> {
 fn step_logits(model: &NuriModel, input: &nuri_model::MultimodalInput, prefix: &[i64]) -> Vec<f32> {
     use burn::tensor::{Int, Tensor, TensorData};
     let device = input.input_ids.device();
-    let extra = Tensor::<2, Int>::from_data(TensorData::new(prefix.to_vec(), [1, prefix.len()]), &device);
+    let extra =
+        Tensor::<2, Int>::from_data(TensorData::new(prefix.to_vec(), [1, prefix.len()]), &device);
     let mut input = input.clone();
     input.input_ids = Tensor::cat(vec![input.input_ids, extra], 1);
     input.attention_mask = input
@@ -90,7 +91,10 @@ fn q8_decodes_the_tokens_of_bf16_and_q4_stays_near() {
         let mut same = 0;
         for (name, ((gl, gt), (wl, wt))) in CASES.iter().zip(got.iter().zip(&want)) {
             let err = relative(gl, wl);
-            println!("{scheme:?} {name}: logits {err:.2e} of the largest, tokens equal: {}", gt == wt);
+            println!(
+                "{scheme:?} {name}: logits {err:.2e} of the largest, tokens equal: {}",
+                gt == wt
+            );
             assert!(err < tolerance, "{scheme:?} {name}: logits differ by {err}");
             same += usize::from(gt == wt);
             if scheme != Scheme::Q8 {
@@ -108,24 +112,36 @@ fn q8_decodes_the_tokens_of_bf16_and_q4_stays_near() {
                 let margin = sorted[0] - sorted[1];
                 let err = common::max_abs_diff(&quantized, &reference);
                 println!("  step {d}: bf16's margin {margin:.2e}, q8's error there {err:.2e}");
-                assert!(margin < 2.0 * err, "{name}: q8 flips a decided token at step {d}");
+                assert!(
+                    margin < 2.0 * err,
+                    "{name}: q8 flips a decided token at step {d}"
+                );
             }
         }
         if scheme == Scheme::Q8 {
-            assert!(2 * same > CASES.len(), "q8's greedy tokens are bf16's on most cases");
+            assert!(
+                2 * same > CASES.len(),
+                "q8's greedy tokens are bf16's on most cases"
+            );
         }
         // Quantized as read: the loader held the packed weights and one tensor in flight.
         let largest = 4 * 256 * 64; // the lm_head in f32, the largest tensor read
-        assert!(report.peak_bytes <= report.bytes + 2 * largest as u64, "{report:?}");
+        assert!(
+            report.peak_bytes <= report.bytes + 2 * largest as u64,
+            "{report:?}"
+        );
     }
 }
 
 #[test]
 fn a_quantized_checkpoint_saves_and_loads_back_bit_for_bit() {
     let device = Device::flex();
-    let (config, model, report) =
-        load_pretrained_with(&fixtures().join("qwen2vl-tiny"), &device, cpu(Some(Scheme::Q4)))
-            .expect("q4");
+    let (config, model, report) = load_pretrained_with(
+        &fixtures().join("qwen2vl-tiny"),
+        &device,
+        cpu(Some(Scheme::Q4)),
+    )
+    .expect("q4");
     let dir = scratch_dir("saved");
     save_pretrained(&model, &config, &dir).expect("save");
     let written = std::fs::read(dir.join("model.safetensors")).unwrap();
@@ -133,7 +149,10 @@ fn a_quantized_checkpoint_saves_and_loads_back_bit_for_bit() {
     let q = st
         .tensor("model.layers.0.self_attn.q_proj.weight_packed")
         .expect("packed rows");
-    assert_eq!((q.dtype(), q.shape()), (Dtype::U8, &[64, Scheme::Q4.row_bytes(64)][..]));
+    assert_eq!(
+        (q.dtype(), q.shape()),
+        (Dtype::U8, &[64, Scheme::Q4.row_bytes(64)][..])
+    );
     assert!(st.tensor("model.layers.0.self_attn.q_proj.weight").is_err());
     // The output layer at 8 bits, the vision tower in its float dtype.
     let head = st.tensor("lm_head.weight_packed").expect("packed head");
@@ -241,12 +260,17 @@ fn an_awq_checkpoint_loads_as_the_float_model_of_its_values() {
             (Dtype::I32, vec![inp / 64, out / 8], ints(&qzeros)),
         );
         let halves: Vec<u8> = scales.iter().flat_map(|h| h.to_le_bytes()).collect();
-        awq_files.insert(format!("{base}.scales"), (Dtype::F16, vec![inp / 64, out], halves));
+        awq_files.insert(
+            format!("{base}.scales"),
+            (Dtype::F16, vec![inp / 64, out], halves),
+        );
         dense_files.insert(name, (Dtype::F32, vec![out, inp], le(&back)));
     }
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
-    let write = |dir: &Path, files: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>, q: Option<serde_json::Value>| {
+    let write = |dir: &Path,
+                 files: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+                 q: Option<serde_json::Value>| {
         let views: Vec<(String, TensorView<'_>)> = files
             .iter()
             .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
@@ -277,8 +301,14 @@ fn an_awq_checkpoint_loads_as_the_float_model_of_its_values() {
     // Another method's tensors under the same names are refused by name.
     let declared = serde_json::json!({"quant_method": "gptq", "bits": 4, "group_size": 64});
     write(&awq_dir, &awq_files, Some(declared));
-    let err = load_pretrained_with(&awq_dir, &device, f32s).err().unwrap().to_string();
-    assert!(err.contains("gptq") && err.contains("quant_method"), "{err}");
+    let err = load_pretrained_with(&awq_dir, &device, f32s)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("gptq") && err.contains("quant_method"),
+        "{err}"
+    );
     for dir in [awq_dir, dense_dir] {
         let _ = std::fs::remove_dir_all(dir);
     }

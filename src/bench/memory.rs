@@ -3,7 +3,7 @@
 //! reading every language-model weight once).
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 use nuri_model::NuriModel;
 use rayon::prelude::*;
 
@@ -34,12 +34,19 @@ impl Stream {
     }
 }
 
-/// Sums the bytes of a module's float parameters, in their stored dtypes.
+/// Sums the bytes of a module's parameters (float, and packed quantized rows), in their
+/// stored dtypes.
 #[derive(Default)]
 struct ParamBytes(u64);
 
 impl ModuleVisitor for ParamBytes {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        self.0 += (t.shape().num_elements() * t.dtype().size()) as u64;
+    }
+
+    /// Packed (quantized) weights.
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
         let t = param.val();
         self.0 += (t.shape().num_elements() * t.dtype().size()) as u64;
     }

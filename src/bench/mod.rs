@@ -35,6 +35,10 @@ pub struct BenchOptions {
     /// With `--model`: use the weights in place from the memory-mapped files (the CPU).
     #[arg(long)]
     pub mmap: bool,
+    /// Keep the language model's linear layers in 8 or 4 bits (q8, q4), as `nuri generate
+    /// --quantize` does.
+    #[arg(long, value_parser = crate::cli::parse_scheme)]
+    pub quantize: Option<nuri_kernels::quant::Scheme>,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 2)]
@@ -122,7 +126,13 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
         |name: &str| o.only.is_empty() && !(name == "train" && o.model.is_some()) || explicit(name);
     let device = o.device.device()?;
     device.seed(0);
-    let dtypes = crate::cli::load_dtypes(o.dtype, &device).with_mmap(o.mmap);
+    let quantize = o.quantize.map(|scheme| nuri_model::Quantize {
+        scheme,
+        vision: false,
+    });
+    let dtypes = crate::cli::load_dtypes(o.dtype, &device)
+        .with_mmap(o.mmap)
+        .with_quantize(quantize);
     let mut phases = Vec::new();
     if want("bandwidth") {
         phases.push(bandwidth(o)?);
@@ -157,11 +167,14 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
         (None, Some(config)) => {
             let model = NuriModel::new(&config, &device)?;
             model.init_params_now();
-            let model = if o.dtype == DType::F32 {
+            let mut model = if o.dtype == DType::F32 && quantize.is_none() {
                 model
             } else {
                 keep_as_loaded(model, dtypes)
             };
+            if let Some(q) = quantize {
+                nuri_model::quantize_model(&mut model, q);
+            }
             (config, model)
         }
         (None, None) => unreachable!("a preset when there is no model"),
@@ -417,6 +430,7 @@ mod tests {
             model: None,
             dtype: DType::F32,
             mmap: false,
+            quantize: None,
             device: DeviceChoice::Cpu,
             warmup: 0,
             runs: 2,

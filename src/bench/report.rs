@@ -147,9 +147,10 @@ pub(super) fn print_table(
     }
     if let Some(bw) = bw {
         println!(
-            "weights read per decode step {:.3} GB (dtype {:?}): roofline {:.2} steps/s at {:.1} GB/s",
+            "weights read per decode step {:.3} GB (dtype {:?}, quantized {}): roofline {:.2} steps/s at {:.1} GB/s",
             step_bytes as f64 / 1e9,
             o.dtype,
+            o.quantize.map_or("no".to_string(), |q| format!("{q:?}")),
             bw / step_bytes as f64,
             bw / 1e9
         );
@@ -165,6 +166,7 @@ pub(super) fn to_json(o: &BenchOptions, params: usize, step_bytes: u64, phases: 
         "preset": o.preset,
         "model": o.model.as_ref().map(|m| m.display().to_string()),
         "dtype": format!("{:?}", o.dtype),
+        "quantize": o.quantize.map(|q| format!("{q:?}")),
         "decode_step_bytes": step_bytes,
         "bandwidth_bytes_per_s": bw,
         "device": o.device.to_string(),

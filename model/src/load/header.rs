@@ -135,4 +135,3 @@ pub(super) fn read_header(
     }
     Ok(file)
 }
-

@@ -78,19 +78,24 @@ fn awq_nibble(row: &[i32], o: usize) -> u8 {
 /// zero.
 pub fn awq_to_q4(qweight: &[i32], qzeros: &[i32], scales: &[u16], k: usize, n: usize) -> Vec<u8> {
     let groups = scales.len() / n;
-    let g = k / groups;
-    let (cols, bb) = (n / 8, Scheme::Q4.block_bytes());
-    let mut out = vec![0u8; n * Scheme::Q4.row_bytes(k)];
-    for (o, row) in out.chunks_mut(Scheme::Q4.row_bytes(k)).enumerate() {
-        for (b, block) in row.chunks_mut(bb).enumerate() {
+    let (g, nb, cols) = (k / groups, k / BLOCK, n / 8);
+    let (rb, at, cb) = (
+        Scheme::Q4.row_bytes(k),
+        Scheme::Q4.codes_at(nb),
+        Scheme::Q4.code_bytes(),
+    );
+    let mut out = vec![0u8; n * rb];
+    for (o, row) in out.chunks_mut(rb).enumerate() {
+        let (head, codes) = row.split_at_mut(at);
+        for b in 0..nb {
             let gi = b * BLOCK / g;
-            block[..2].copy_from_slice(&scales[gi * n + o].to_le_bytes());
-            block[2] = awq_nibble(&qzeros[gi * cols..(gi + 1) * cols], o);
+            head[2 * b..2 * b + 2].copy_from_slice(&scales[gi * n + o].to_le_bytes());
+            head[2 * nb + b] = awq_nibble(&qzeros[gi * cols..(gi + 1) * cols], o);
             for j in 0..BLOCK / 2 {
                 let (i0, i1) = (b * BLOCK + j, b * BLOCK + j + BLOCK / 2);
                 let lo = awq_nibble(&qweight[i0 * cols..(i0 + 1) * cols], o);
                 let hi = awq_nibble(&qweight[i1 * cols..(i1 + 1) * cols], o);
-                block[3 + j] = lo | hi << 4;
+                codes[b * cb + j] = lo | hi << 4;
             }
         }
     }
@@ -231,7 +236,11 @@ impl Assign<'_> {
             }
             _ => q4,
         };
-        let scheme = if wanted == Some(Scheme::Q8) { Scheme::Q8 } else { Scheme::Q4 };
+        let scheme = if wanted == Some(Scheme::Q8) {
+            Scheme::Q8
+        } else {
+            Scheme::Q4
+        };
         Ok((TensorData::new(packed, [n, scheme.row_bytes(k)]), false))
     }
 
@@ -253,7 +262,9 @@ impl Assign<'_> {
         }
         let (data, _) = self.read_kept(entry, entry.dtype)?;
         let packed = match entry.dtype {
-            DType::F32 => data.as_slice::<f32>().map(|v| quantize_rows(v, k, scheme, |x| x)),
+            DType::F32 => data
+                .as_slice::<f32>()
+                .map(|v| quantize_rows(v, k, scheme, |x| x)),
             DType::BF16 => data
                 .as_slice::<bf16>()
                 .map(|v| quantize_rows(v, k, scheme, bf16::to_f32)),
@@ -275,14 +286,23 @@ impl Assign<'_> {
     /// read.
     fn read_kept(&mut self, entry: &Entry, dtype: DType) -> Result<(TensorData, bool), String> {
         if entry.dtype != dtype {
-            return Err(format!("{} is {:?}, expected {dtype:?}", entry.name, entry.dtype));
+            return Err(format!(
+                "{} is {:?}, expected {dtype:?}",
+                entry.name, entry.dtype
+            ));
         }
         if let Some(view) = self.view(entry, dtype, &entry.shape) {
             return Ok((view, true));
         }
         self.read(entry, dtype, &entry.shape)
             .map(|d| (d, false))
-            .map_err(|e| format!("tensor {} of {}: {e}", entry.name, self.paths[entry.file].display()))
+            .map_err(|e| {
+                format!(
+                    "tensor {} of {}: {e}",
+                    entry.name,
+                    self.paths[entry.file].display()
+                )
+            })
     }
 }
 
@@ -319,7 +339,11 @@ pub fn quantize_model<M: EachLinear>(model: &mut M, quantize: Quantize) -> usize
     let mut count = 0;
     model.each_linear("", &mut |path, linear| {
         let [k, n] = linear.weight.val().dims();
-        let Some(scheme) = linear.packed.is_none().then(|| quantize.scheme_for(path, k)).flatten()
+        let Some(scheme) = linear
+            .packed
+            .is_none()
+            .then(|| quantize.scheme_for(path, k))
+            .flatten()
         else {
             return;
         };
@@ -330,7 +354,11 @@ pub fn quantize_model<M: EachLinear>(model: &mut M, quantize: Quantize) -> usize
         let values = rows.convert::<f32>();
         let values = values.as_slice::<f32>().expect("f32 values");
         let packed = quantize_rows(values, k, scheme, |v| v);
-        set_packed(linear, TensorData::new(packed, [n, scheme.row_bytes(k)]), &device);
+        set_packed(
+            linear,
+            TensorData::new(packed, [n, scheme.row_bytes(k)]),
+            &device,
+        );
         count += 1;
     });
     count

@@ -2,8 +2,8 @@
 //! 2×2 window of neighbouring patches (the processor already orders patches window by
 //! window), and map the result through a GELU MLP into the language model's width.
 
-use burn::module::Module;
 use crate::linear::Linear;
+use burn::module::Module;
 
 use crate::linear::Project;
 use burn::tensor::activation::gelu;

@@ -9,8 +9,8 @@
 //! merged tokens are reordered window by window before the blocks ([`window_order`]) and put
 //! back after them.
 
-use burn::module::{Module, Param};
 use crate::linear::Linear;
+use burn::module::{Module, Param};
 
 use crate::linear::Project;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
