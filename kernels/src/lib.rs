@@ -20,6 +20,8 @@
 mod fused;
 
 pub mod act;
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod attend;
 pub mod linear;
 mod loops;

@@ -29,6 +29,8 @@ pub trait WeightElem: Copy + Send + Sync + 'static {
     /// Whether the element is bf16 bits (else f32).
     const BF16: bool;
     fn widen(self) -> f32;
+    /// The weights as bf16 bits, when they are.
+    fn bf16_bits(w: &[Self]) -> Option<&[u16]>;
 }
 
 impl WeightElem for f32 {
@@ -36,6 +38,9 @@ impl WeightElem for f32 {
     #[inline(always)]
     fn widen(self) -> f32 {
         self
+    }
+    fn bf16_bits(_: &[Self]) -> Option<&[u16]> {
+        None
     }
 }
 
@@ -45,6 +50,9 @@ impl WeightElem for u16 {
     #[inline(always)]
     fn widen(self) -> f32 {
         f32::from_bits(u32::from(self) << 16)
+    }
+    fn bf16_bits(w: &[Self]) -> Option<&[u16]> {
+        Some(w)
     }
 }
 
@@ -65,6 +73,21 @@ pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: 
         return;
     }
     let out = Out(y.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    if let Some(bits) = W::bf16_bits(w).filter(|_| amx_prefill(m, k)) {
+        let xp = crate::amx::PackedX::new(x, m, k);
+        let tiled = n / crate::amx::TILE * crate::amx::TILE;
+        let tasks = tiled.div_ceil(TASK_ROWS);
+        (0..tasks).into_par_iter().for_each(|t| {
+            let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(tiled));
+            // SAFETY: AMX is available (`amx_prefill`); the task writes y[.., j0..j1] only.
+            unsafe { crate::amx::rows(&xp, &bits[j0 * k..j1 * k], out, n, j0) }
+        });
+        // The last rows that do not fill a tile.
+        // SAFETY: as below, columns tiled..n.
+        unsafe { rows(x, &w[tiled * k..], out, m, k, n, tiled) };
+        return;
+    }
     let tasks = n.div_ceil(TASK_ROWS);
     let run = |t: usize| {
         let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
@@ -76,6 +99,13 @@ pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: 
     } else {
         (0..tasks).into_par_iter().for_each(run);
     }
+}
+
+/// Whether a product of `m` activation rows `k` wide goes to AMX tiles (bf16 weights): a
+/// prefill's many rows, whole tiles of inputs, and a CPU and OS that allow it.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn amx_prefill(m: usize, k: usize) -> bool {
+    m >= WIDEN_FROM && k.is_multiple_of(crate::amx::DEPTH) && crate::amx::available()
 }
 
 /// Output columns `j0..j0 + w.len() / k` of `y` from f32 rows (the quantized loops' prefill).
@@ -588,5 +618,46 @@ mod tests {
         matmul_wt(&x, &bits, &mut y, m, k, n);
         matmul_wt(&x, &wide, &mut z, m, k, n);
         assert_eq!(y, z);
+    }
+
+    /// A prefill-sized product of bf16 weights (AMX tiles where the CPU has them, with the
+    /// activations rounded to bf16; the f32 loop elsewhere) against the plain sum, with tails
+    /// of rows that do not fill a tile, in both directions.
+    #[test]
+    fn a_prefill_of_bf16_weights_equals_the_plain_sum() {
+        #[cfg(target_arch = "x86_64")]
+        let rounded = crate::amx::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let rounded = false;
+        for &(m, k, n) in &[(16, 32, 16), (20, 64, 37), (33, 96, 70), (64, 128, 130)] {
+            let x = values(m * k, 5);
+            let w: Vec<u16> = values(n * k, 6)
+                .iter()
+                .map(|v| (v.to_bits() >> 16) as u16)
+                .collect();
+            let wide: Vec<f32> = w.iter().map(|&b| b.widen()).collect();
+            let xr: Vec<f32> = if rounded {
+                x.iter()
+                    .map(|&v| f32::from_bits(u32::from(crate::amx::to_bf16(v)) << 16))
+                    .collect()
+            } else {
+                x.clone()
+            };
+            // Whole tiles of weight rows on AMX (rounded activations), the rest in f32.
+            let tiled = if rounded { n / 16 * 16 } else { 0 };
+            let (tiles, rest) = (
+                reference(&xr, &wide, m, k, n),
+                reference(&x, &wide, m, k, n),
+            );
+            let mut y = vec![f32::NAN; m * n];
+            matmul_wt(&x, &w, &mut y, m, k, n);
+            for (ij, a) in y.iter().enumerate() {
+                let b = if ij % n < tiled { tiles[ij] } else { rest[ij] };
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{m}×{k}×{n}: {a} vs {b}"
+                );
+            }
+        }
     }
 }

@@ -44,6 +44,28 @@ pub fn matmul_q(
         Vec::new()
     };
     let out = Out(y.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    if crate::matvec::amx_prefill(m, k) {
+        // Each task's rows expanded to bf16 once, then AMX tiles against the packed
+        // activations; the last rows that do not fill a tile through the f32 loop.
+        use crate::amx::{PackedX, TILE, rows as amx_rows};
+        let xp = PackedX::new(x, m, k);
+        let tiled = n / TILE * TILE;
+        (0..tiled.div_ceil(TASK_ROWS))
+            .into_par_iter()
+            .for_each(|t| {
+                let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(tiled));
+                let bits = expand_bf16(&w[j0 * rb..j1 * rb], k, scheme);
+                // SAFETY: AMX is available; the task writes y[.., j0..j1] only.
+                unsafe { amx_rows(&xp, &bits, out, n, j0) };
+            });
+        if tiled < n {
+            let wide = dequantize_rows(&w[tiled * rb..], k, scheme);
+            // SAFETY: columns tiled..n, written here only.
+            unsafe { f32_rows(x, &wide, out, m, k, n, tiled) };
+        }
+        return;
+    }
     let tasks = n.div_ceil(TASK_ROWS);
     let run = |t: usize| {
         let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
@@ -62,6 +84,30 @@ pub fn matmul_q(
     } else {
         (0..tasks).into_par_iter().for_each(run);
     }
+}
+
+/// Packed rows as bf16 bits (for AMX tiles).
+#[cfg(target_arch = "x86_64")]
+fn expand_bf16(w: &[u8], k: usize, scheme: Scheme) -> Vec<u16> {
+    let mut out = vec![0u16; w.len() / scheme.row_bytes(k) * k];
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU has the features the loop was compiled for.
+        unsafe {
+            match scheme {
+                Scheme::Q8 => avx512::expand_bf16::<false>(w, k, &mut out),
+                Scheme::Q4 => avx512::expand_bf16::<true>(w, k, &mut out),
+            }
+        }
+    } else {
+        for (o, v) in out.iter_mut().zip(dequantize_rows(w, k, scheme)) {
+            *o = crate::amx::to_bf16(v);
+        }
+    }
+    out
 }
 
 /// Output columns `j0..j0 + rows` of `y` from packed rows.
@@ -265,6 +311,46 @@ mod avx512 {
         }
     }
 
+    /// Packed rows (`k` wide) as bf16 bits into `out`, rounded to nearest even.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
+    pub(super) unsafe fn expand_bf16<const Q4: bool>(w: &[u8], k: usize, out: &mut [u16]) {
+        let scheme = if Q4 { Scheme::Q4 } else { Scheme::Q8 };
+        let nb = k / BLOCK;
+        let (rb, cb, at) = (
+            scheme.row_bytes(k),
+            scheme.code_bytes(),
+            scheme.codes_at(nb),
+        );
+        let mut scales = vec![0f32; nb];
+        let mut sz = vec![0f32; nb];
+        let round = |v: __m512| {
+            let bits = _mm512_castps_si512(v);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+            let up = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), odd);
+            _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(up))
+        };
+        for (row, dst) in w.chunks(rb).zip(out.chunks_mut(k)) {
+            unsafe {
+                row_scales::<Q4>(row.as_ptr(), nb, &mut scales, &mut sz);
+                for b in 0..nb {
+                    let (qa, qb) = codes::<Q4>(row.as_ptr().add(at + b * cb));
+                    let s = _mm512_set1_ps(scales[b]);
+                    let (mut a, mut c) = (_mm512_mul_ps(qa, s), _mm512_mul_ps(qb, s));
+                    if Q4 {
+                        let z = _mm512_set1_ps(sz[b]);
+                        (a, c) = (_mm512_sub_ps(a, z), _mm512_sub_ps(c, z));
+                    }
+                    let p = dst.as_mut_ptr().add(b * BLOCK);
+                    _mm256_storeu_si256(p.cast(), round(a));
+                    _mm256_storeu_si256(p.add(16).cast(), round(c));
+                }
+            }
+        }
+    }
+
     /// [`super::packed_rows`] with AVX-512.
     ///
     /// # Safety
@@ -385,11 +471,28 @@ mod tests {
                 let x = values(m * k, 1);
                 let packed = quantize_rows(&values(n * k, 2), k, scheme, |v| v);
                 let wide = dequantize_rows(&packed, k, scheme);
+                // A prefill on AMX tiles rounds the activations and the expanded weights to
+                // bf16 (whole tiles of 16 weight rows; the rest stays f32).
+                #[cfg(target_arch = "x86_64")]
+                let tiled = if crate::matvec::amx_prefill(m, k) {
+                    n / 16 * 16
+                } else {
+                    0
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let tiled = 0;
+                let bf = |v: f32| {
+                    #[cfg(target_arch = "x86_64")]
+                    return f32::from_bits(u32::from(crate::amx::to_bf16(v)) << 16);
+                    #[cfg(not(target_arch = "x86_64"))]
+                    v
+                };
                 let want: Vec<f32> = (0..m * n)
                     .map(|ij| {
                         let (i, j) = (ij / n, ij % n);
+                        let r = |v: f32| if j < tiled { bf(v) } else { v };
                         (0..k)
-                            .map(|l| f64::from(x[i * k + l]) * f64::from(wide[j * k + l]))
+                            .map(|l| f64::from(r(x[i * k + l])) * f64::from(r(wide[j * k + l])))
                             .sum::<f64>() as f32
                     })
                     .collect();
@@ -399,7 +502,7 @@ mod tests {
                 // SAFETY: all rows, written to z only.
                 unsafe { portable_rows(&x, &packed, Out(z.as_mut_ptr()), (m, k, n), 0, scheme) };
                 for ((a, p), b) in y.iter().zip(&z).zip(&want) {
-                    let tol = 1e-5 * (1.0 + b.abs());
+                    let tol = 2e-5 * (1.0 + b.abs());
                     assert!((a - b).abs() <= tol, "{scheme:?} {m}×{k}×{n}: {a} vs {b}");
                     if m < WIDEN_FROM {
                         assert!((p - b).abs() <= tol, "portable {m}×{k}×{n}: {p} vs {b}");
