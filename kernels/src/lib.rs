@@ -28,6 +28,8 @@ mod loops;
 mod matvec;
 mod qmatvec;
 pub mod quant;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 pub use matvec::stream_read;
 pub mod rowops;

@@ -45,6 +45,23 @@ pub fn matmul_q(
     };
     let out = Out(y.as_mut_ptr());
     #[cfg(target_arch = "x86_64")]
+    if scheme == Scheme::Q4 && m < WIDEN_FROM && crate::vnni::available() {
+        // Decoding a 4-bit weight: integer dot products against int8 activations.
+        let qx = crate::vnni::QuantX::new(x, m, k);
+        let tasks = n.div_ceil(TASK_ROWS);
+        let run = |t: usize| {
+            let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+            // SAFETY: the CPU has VNNI (`available`); the task writes y[.., j0..j1] only.
+            unsafe { crate::vnni::rows(&qx, &w[j0 * rb..j1 * rb], out, (m, k, n), j0) };
+        };
+        if tasks == 1 {
+            run(0);
+        } else {
+            (0..tasks).into_par_iter().for_each(run);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::matvec::amx_prefill(m, k) {
         // Each task's rows expanded to bf16 once, then AMX tiles against the packed
         // activations; the last rows that do not fill a tile through the f32 loop.
@@ -166,7 +183,7 @@ unsafe fn portable_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{MR, NR, Out};
@@ -195,7 +212,7 @@ mod avx512 {
     /// Row `row`'s `nb` f16 scales as f32 into `scales`, and (Q4) each block's `s·z` into
     /// `sz`.
     #[inline(always)]
-    unsafe fn row_scales<const Q4: bool>(
+    pub(crate) unsafe fn row_scales<const Q4: bool>(
         row: *const u8,
         nb: usize,
         scales: &mut [f32],
@@ -226,7 +243,7 @@ mod avx512 {
 
     /// `Σ_b a[b]·c[b]` over `nb` values.
     #[inline(always)]
-    unsafe fn dot(a: *const f32, c: *const f32, nb: usize) -> f32 {
+    pub(crate) unsafe fn dot(a: *const f32, c: *const f32, nb: usize) -> f32 {
         unsafe {
             let mut acc = _mm512_setzero_ps();
             let mut b = 0;
@@ -466,6 +483,7 @@ mod tests {
                 (3, 64, 7),
                 (4, 96, 70),
                 (9, 64, 5),
+                (2, 160, 9),
                 (17, 32, 66),
             ] {
                 let x = values(m * k, 1);
@@ -487,25 +505,43 @@ mod tests {
                     #[cfg(not(target_arch = "x86_64"))]
                     v
                 };
-                let want: Vec<f32> = (0..m * n)
-                    .map(|ij| {
-                        let (i, j) = (ij / n, ij % n);
-                        let r = |v: f32| if j < tiled { bf(v) } else { v };
-                        (0..k)
-                            .map(|l| f64::from(r(x[i * k + l])) * f64::from(r(wide[j * k + l])))
-                            .sum::<f64>() as f32
-                    })
-                    .collect();
+                // A 4-bit decode on VNNI quantizes the activations per block to int8.
+                #[cfg(target_arch = "x86_64")]
+                let int8 = scheme == Scheme::Q4 && m < WIDEN_FROM && crate::vnni::available();
+                #[cfg(not(target_arch = "x86_64"))]
+                let int8 = false;
+                let xr: Vec<f32> = if int8 {
+                    x.chunks(BLOCK)
+                        .flat_map(|b| {
+                            let sx = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                            let inv = if sx > 0.0 { 1.0 / sx } else { 0.0 };
+                            b.iter()
+                                .map(move |v| (v * inv).round().clamp(-127.0, 127.0) * sx)
+                        })
+                        .collect()
+                } else {
+                    x.clone()
+                };
+                let product = |x: &[f32], ij: usize, round: bool| {
+                    let (i, j) = (ij / n, ij % n);
+                    let r = |v: f32| if round && j < tiled { bf(v) } else { v };
+                    (0..k)
+                        .map(|l| f64::from(r(x[i * k + l])) * f64::from(r(wide[j * k + l])))
+                        .sum::<f64>() as f32
+                };
+                let want: Vec<f32> = (0..m * n).map(|ij| product(&xr, ij, true)).collect();
+                let exact: Vec<f32> = (0..m * n).map(|ij| product(&x, ij, false)).collect();
                 let mut y = vec![f32::NAN; m * n];
                 matmul_q(&x, &packed, &mut y, (m, k, n), scheme);
                 let mut z = vec![f32::NAN; m * n];
                 // SAFETY: all rows, written to z only.
                 unsafe { portable_rows(&x, &packed, Out(z.as_mut_ptr()), (m, k, n), 0, scheme) };
-                for ((a, p), b) in y.iter().zip(&z).zip(&want) {
+                for (((a, p), b), e) in y.iter().zip(&z).zip(&want).zip(&exact) {
                     let tol = 2e-5 * (1.0 + b.abs());
                     assert!((a - b).abs() <= tol, "{scheme:?} {m}×{k}×{n}: {a} vs {b}");
                     if m < WIDEN_FROM {
-                        assert!((p - b).abs() <= tol, "portable {m}×{k}×{n}: {p} vs {b}");
+                        let tol = 2e-5 * (1.0 + e.abs());
+                        assert!((p - e).abs() <= tol, "portable {m}×{k}×{n}: {p} vs {e}");
                     }
                 }
             }

@@ -75,10 +75,18 @@ pub struct BenchOptions {
     /// Write the preset's Hugging Face config.json here (for bench_torch.py) and stop.
     #[arg(long)]
     pub export_config: Option<PathBuf>,
+    /// With `--model`: instead of speed, how far bf16, q8 and q4 are from f32 on this JSONL's
+    /// answers (perplexity, top-1 agreement, per-token logit error).
+    #[arg(long, requires = "model")]
+    pub quality: Option<PathBuf>,
+    /// Samples of `--quality`'s file to score.
+    #[arg(long, default_value_t = 64)]
+    pub quality_samples: usize,
 }
 
 mod inputs;
 mod memory;
+mod quality;
 mod report;
 
 pub use report::{Phase, peak_rss_mib};
@@ -116,6 +124,10 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
         nuri_model::save_pretrained(&model, config, dir)
             .with_context(|| format!("writing {}", dir.display()))?;
         println!("wrote {}", dir.join("config.json").display());
+        return Ok(Vec::new());
+    }
+    if let (Some(data), Some(dir)) = (&o.quality, &o.model) {
+        quality::run(dir, data, o.quality_samples, &o.device.device()?)?;
         return Ok(Vec::new());
     }
     if o.runs == 0 {
@@ -431,6 +443,8 @@ mod tests {
             dtype: DType::F32,
             mmap: false,
             quantize: None,
+            quality: None,
+            quality_samples: 0,
             device: DeviceChoice::Cpu,
             warmup: 0,
             runs: 2,
