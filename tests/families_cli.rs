@@ -1,7 +1,8 @@
 //! Every model family through the command line, as a user runs it: `nuri train` from the
 //! family's `config.json` with its tokenizer and real chat template, then `nuri generate`
-//! (with an image for the vision families) and `nuri eval` on the exported checkpoint, and
-//! `nuri config` / `nuri convert` on it.
+//! (with an image for the vision families) and `nuri eval` on the exported checkpoint,
+//! `nuri config` / `nuri convert` on it, and `nuri generate --quantize q8` / `nuri quantize`
+//! (then `nuri generate` from the 4-bit checkpoint).
 
 mod common;
 
@@ -98,6 +99,32 @@ fn run_family(family: &str, tokenizer_family: &str, vision: bool) {
         &converted.display().to_string(),
     ]);
     assert!(ok, "{family}: convert: {err}");
+
+    // Quantized at load, and written quantized by `nuri quantize`, then loaded as it is.
+    let (ok, _, err) = nuri(&[&args[..], &["--quantize", "q8"]].concat());
+    assert!(ok, "{family}: generate --quantize q8: {err}");
+    let quantized = dir.join("q4");
+    let (ok, said, err) = nuri(&[
+        "quantize",
+        "--from",
+        &out.join("final").display().to_string(),
+        "--to",
+        &quantized.display().to_string(),
+        "--quantize",
+        "q4",
+    ]);
+    assert!(ok, "{family}: quantize: {err}");
+    assert!(said.contains("copied"), "{family}: {said}");
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(quantized.join("config.json")).expect("config.json"),
+    )
+    .expect("json");
+    assert_eq!(config["quantization_config"]["quant_method"], "nuri");
+    let q4 = quantized.display().to_string();
+    let mut args = args.clone();
+    args[2] = &q4;
+    let (ok, _, err) = nuri(&args);
+    assert!(ok, "{family}: generate from the q4 checkpoint: {err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -373,6 +373,7 @@ pub(crate) mod avx512 {
     /// # Safety
     /// The CPU has AVX-512 F/BW/VL, F16C and FMA; as [`super::packed_rows`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
+    #[allow(clippy::needless_range_loop)] // rows and columns of the output, as indices
     pub(super) unsafe fn rows<const Q4: bool>(
         x: &[f32],
         xsum: &[f32],

@@ -162,6 +162,7 @@ unsafe fn tile<const R: usize, const C: usize>(
 /// # Safety
 /// [`available`]; `out` points at `y` and no other task writes these columns.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
+#[allow(clippy::needless_range_loop)] // rows and columns of the output, as indices
 pub(crate) unsafe fn rows(
     x: &QuantX,
     w: &[u8],

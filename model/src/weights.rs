@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::family::Family;
 use crate::hf_config::{hf_config_json, read_hf_config, read_json};
 use crate::linear::EachLinear;
-use crate::load::{Declared, LoadOptions, LoadReport, attach, load_into};
+use crate::load::{Checkpoint, Declared, LoadOptions, LoadReport, attach, load_into};
 use crate::multimodal::{ModelError, NuriConfig, NuriModel};
 
 /// Checkpoint key (any family's layouts) → module path. Applied in order. Naver's original
@@ -220,16 +220,14 @@ pub fn load_weights(
     }
     // A tied checkpoint may still carry lm_head.weight (a copy of the embedding).
     let tied_copy = config.text.tie_word_embeddings.then_some("lm_head.weight");
-    let loaded = load_into(
-        model,
+    let checkpoint = Checkpoint {
         dir,
-        &files,
-        &IMPORT_TABLE,
+        files: &files,
+        table: &IMPORT_TABLE,
         tied_copy,
-        device,
-        dtypes,
         declared,
-    )?;
+    };
+    let loaded = load_into(model, checkpoint, device, dtypes)?;
     let mut model = loaded.model;
     attach(&mut model, loaded.packed, device).map_err(|layers| WeightsError::Mismatch {
         dir: dir.to_path_buf(),

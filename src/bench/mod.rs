@@ -209,7 +209,9 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
         phases.push(bench.prefill()?);
     }
     phases.extend(bench.decode(&want)?);
-    let params = bench.model.num_params();
+    // From the configuration: a packed layer's float weight is an empty place holder.
+    let params = nuri_model::presets::ParameterCounts::of(&bench.config)
+        .map_or_else(|_| bench.model.num_params(), |c| c.total());
     let step_bytes = memory::decode_bytes(&bench.model);
     print_table(o, &bench.config, params, step_bytes, &phases);
     if let Some(path) = &o.json {

@@ -70,14 +70,20 @@ fn argmax(row: &[f32]) -> usize {
         .0
 }
 
-/// Prints the table (and returns its rows: name, perplexity, top-1 agreement, mean and max
-/// logit error).
-pub fn run(
-    dir: &Path,
-    data: &Path,
-    limit: usize,
-    device: &Device,
-) -> Result<Vec<(String, f64, f64, f64, f64)>> {
+/// One row of the table.
+#[derive(Debug, Clone)]
+pub struct QualityRow {
+    pub name: String,
+    pub perplexity: f64,
+    /// The fraction of answer tokens whose most likely token is f32's.
+    pub top1: f64,
+    /// The per-token largest logit difference from f32, mean and max over the tokens.
+    pub logit_err_mean: f64,
+    pub logit_err_max: f64,
+}
+
+/// Prints the table and returns its rows.
+pub fn run(dir: &Path, data: &Path, limit: usize, device: &Device) -> Result<Vec<QualityRow>> {
     let processor = Processor::from_dir(dir)
         .with_context(|| format!("loading the processor of {}", dir.display()))?;
     let marks = TurnMarks::of(&processor)?;
@@ -159,18 +165,65 @@ pub fn run(
                 (agree as f64 / n, sum / n, max)
             }
         };
-        let base = rows
-            .first()
-            .map_or(ppl, |r: &(String, f64, f64, f64, f64)| r.1);
+        let base = rows.first().map_or(ppl, |r: &QualityRow| r.perplexity);
         println!(
             "{name:<6} {ppl:>10.4} {:>+8.4} {:>9.1}% {mean:>14.4} {max:>13.4}",
             ppl - base,
             100.0 * agree
         );
-        rows.push((name.to_string(), ppl, agree, mean, max));
+        rows.push(QualityRow {
+            name: name.to_string(),
+            perplexity: ppl,
+            top1: agree,
+            logit_err_mean: mean,
+            logit_err_max: max,
+        });
         if reference.is_none() {
             reference = Some(s);
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a small model of the tiny training config and the fixture conversations: f32 is its
+    /// own reference, every form's perplexity is finite and near it, and q4 strays more than q8.
+    #[test]
+    fn each_form_is_scored_against_f32() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let dir = std::env::temp_dir().join(format!("nuri-quality-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tokenizer = fixtures.join("processor/checkpoint");
+        let config = nuri_train::TrainConfig::load(
+            &fixtures.join("../configs/train-tiny.toml"),
+            &[format!(
+                "model.tokenizer={:?}",
+                tokenizer.display().to_string()
+            )],
+        )
+        .expect("the tiny training config");
+        let device = Device::flex();
+        let (_, model, nuri) = nuri_train::setup::init_model(&config, &device).expect("model");
+        nuri_model::save_pretrained(&model, &nuri, &dir).expect("export");
+        for file in std::fs::read_dir(&tokenizer).expect("tokenizer dir") {
+            let file = file.expect("entry").path();
+            std::fs::copy(&file, dir.join(file.file_name().expect("name"))).expect("copy");
+        }
+        let rows = run(&dir, &fixtures.join("train/tiny.jsonl"), 8, &device).expect("scored");
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["f32", "bf16", "q8", "q4"]);
+        assert_eq!((rows[0].top1, rows[0].logit_err_max), (1.0, 0.0));
+        for r in &rows {
+            assert!(r.perplexity.is_finite() && r.perplexity > 1.0, "{r:?}");
+            assert!(
+                (r.perplexity / rows[0].perplexity - 1.0).abs() < 0.05,
+                "{r:?}"
+            );
+        }
+        assert!(rows[3].logit_err_mean > rows[2].logit_err_mean, "{rows:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

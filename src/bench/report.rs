@@ -101,8 +101,10 @@ pub(super) fn print_table(
         .find(|p| p.unit == "GFLOP")
         .map(|p| p.median() * 1e9);
     println!(
-        "nuri bench: preset {} ({:.2}M parameters; LM {}×{}{}), device {}, {} warm-up + {} measured runs",
-        o.preset,
+        "nuri bench: {} ({:.2}M parameters; LM {}×{}{}), device {}, {} warm-up + {} measured runs",
+        o.model
+            .as_ref()
+            .map_or(format!("preset {}", o.preset), |m| m.display().to_string()),
         params as f64 / 1e6,
         config.text.num_hidden_layers,
         config.text.hidden_size,

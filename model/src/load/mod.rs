@@ -400,19 +400,34 @@ pub struct Loaded<M> {
     pub packed: BTreeMap<String, TensorData>,
 }
 
-/// Loads `files` into `model` (built, not initialized), renaming checkpoint names by `table`.
-/// `tied_copy` is the module path of a tensor a checkpoint may carry that the model does not
-/// load (a tied `lm_head.weight`).
+/// A checkpoint directory as [`load_into`] reads it.
+pub struct Checkpoint<'a> {
+    pub dir: &'a Path,
+    /// Its weight files.
+    pub files: &'a [PathBuf],
+    /// Checkpoint name → module path, applied in order.
+    pub table: &'a [(&'a str, &'a str)],
+    /// The module path of a tensor the checkpoint may carry that the model does not load (a
+    /// tied `lm_head.weight`).
+    pub tied_copy: Option<&'a str>,
+    /// What its `config.json` declares about quantization.
+    pub declared: Declared,
+}
+
+/// Loads a checkpoint into `model` (built, not initialized).
 pub fn load_into<M: Module>(
     model: M,
-    dir: &Path,
-    files: &[PathBuf],
-    table: &[(&str, &str)],
-    tied_copy: Option<&str>,
+    checkpoint: Checkpoint<'_>,
     device: &Device,
     dtypes: LoadOptions,
-    declared: Declared,
 ) -> Result<Loaded<M>, WeightsError> {
+    let Checkpoint {
+        dir,
+        files,
+        table,
+        tied_copy,
+        declared,
+    } = checkpoint;
     let started = Instant::now();
     let rules: Vec<(Regex, &str)> = table
         .iter()
