@@ -127,7 +127,23 @@ fn run_phases(o: &BenchOptions) -> Result<Vec<Phase>> {
         return Ok(Vec::new());
     }
     if let (Some(data), Some(dir)) = (&o.quality, &o.model) {
-        quality::run(dir, data, o.quality_samples, &o.device.device()?)?;
+        let rows = quality::run(dir, data, o.quality_samples, &o.device.device()?)?;
+        if let Some(path) = &o.json {
+            let json: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "form": r.name,
+                        "perplexity": r.perplexity,
+                        "top1_agreement": r.top1,
+                        "logit_error_mean": r.logit_err_mean,
+                        "logit_error_max": r.logit_err_max,
+                    })
+                })
+                .collect();
+            std::fs::write(path, serde_json::to_string_pretty(&json)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         return Ok(Vec::new());
     }
     if o.runs == 0 {
