@@ -183,8 +183,7 @@ fn a_quantized_checkpoint_saves_and_loads_back_bit_for_bit() {
     }
     // Asking for other bits than the checkpoint's is a named error.
     let err = load_pretrained_with(&dir, &device, cpu(Some(Scheme::Q8)))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("q_proj") && err.contains("4 bits"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
