@@ -288,11 +288,12 @@ pub(crate) mod avx512 {
                 let mut wa = [zero; C];
                 let mut wb = [zero; C];
                 for c in 0..C {
-                    let p = w.add(c * rb + at + b * cb);
-                    if PREFETCH > 0 && b % (64 / cb) == 0 {
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH * rb).cast());
-                    }
-                    (wa[c], wb[c]) = codes::<Q4>(p);
+                    let row = w.add(c * rb);
+                    // The same row `PREFETCH` rows on (two tiles), its header and codes
+                    // alike: one block's share of the row per block.
+                    let ahead = PREFETCH * rb + b * scheme.block_bytes();
+                    _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(ahead).cast());
+                    (wa[c], wb[c]) = codes::<Q4>(row.add(at + b * cb));
                 }
                 if R == 1 {
                     let xa = _mm512_loadu_ps(x.add(b * BLOCK));

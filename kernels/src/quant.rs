@@ -101,7 +101,7 @@ impl Scheme {
 /// `v` rounded to the nearest integer (ties to even) without a call into libm: exact for
 /// `|v| < 2²²`, which codes are.
 #[inline(always)]
-fn round(v: f32) -> f32 {
+pub(crate) fn round(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
     (v + MAGIC) - MAGIC
 }

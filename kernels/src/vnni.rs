@@ -63,7 +63,7 @@ impl QuantX {
                 let dst = &mut codes[(i * pairs + p) * 64..][..64];
                 let mut total = 0i32;
                 for (j, &v) in block.iter().enumerate() {
-                    let q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                    let q = crate::quant::round(v * inv).clamp(-127.0, 127.0) as i8;
                     total += i32::from(q);
                     // Low halves (codes 0..16) first, both blocks; then the high halves.
                     let at = (j / 16) * 32 + second * 16 + j % 16;
@@ -131,7 +131,7 @@ unsafe fn tile<const R: usize, const C: usize>(
             let mut ws = [zero; C];
             for c in 0..C {
                 let row = w.add(c * rb);
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * rb + at + p * 32).cast());
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * rb + p * 38).cast());
                 wv[c] = codes(row.add(at + p * 32), last_odd);
                 let two = _mm_castpd_ps(_mm_load_sd(scales.add(c * stride + 2 * p).cast()));
                 ws[c] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(two));
