@@ -12,6 +12,7 @@
 //! [`available`] says whether both the CPU and the kernel allow it.
 
 use std::arch::asm;
+use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
 use std::sync::OnceLock;
 
 use crate::matvec::Out;
@@ -20,6 +21,8 @@ use crate::matvec::Out;
 pub(crate) const TILE: usize = 16;
 /// Inputs per tile (32 bf16 = 64 bytes, a tile row).
 pub(crate) const DEPTH: usize = 32;
+/// How many tiles of inputs ahead the weight rows are prefetched.
+const AHEAD: usize = 4;
 
 /// Whether AMX-BF16 runs here: the CPU has it and Linux granted this process the tile data.
 pub fn available() -> bool {
@@ -144,6 +147,19 @@ pub(crate) unsafe fn rows(x: &PackedX, w: &[u16], out: Out, n: usize, j0: usize)
                     "tilezero tmm3"
                 );
                 for d in 0..k / DEPTH {
+                    if t == 0 {
+                        // The weight rows' next lines, a few tiles on: 32 rows read 64 bytes
+                        // at a time are more streams than the hardware prefetcher follows.
+                        let ahead = (d + AHEAD) * DEPTH;
+                        if ahead < k {
+                            for r in 0..TILE {
+                                let p0 = a0.add(r * k + ahead);
+                                let p1 = a1.add(r * k + ahead);
+                                _mm_prefetch::<_MM_HINT_T0>(p0.cast());
+                                _mm_prefetch::<_MM_HINT_T0>(p1.cast());
+                            }
+                        }
+                    }
                     let b0 = x.tile(t, d);
                     let b1 = if two { x.tile(t + 1, d) } else { b0 };
                     asm!(
