@@ -59,3 +59,16 @@ pub fn on_flex(device: &burn::tensor::Device) -> bool {
         burn::backend::DispatchDevice::Flex(_)
     )
 }
+
+/// Deterministic values in `[-1, 1]` for the loops' tests.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let h = (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed.wrapping_mul(40_503));
+            (h % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}

@@ -107,11 +107,7 @@ pub fn matmul_q(
 #[cfg(target_arch = "x86_64")]
 fn expand_bf16(w: &[u8], k: usize, scheme: Scheme) -> Vec<u16> {
     let mut out = vec![0u16; w.len() / scheme.row_bytes(k) * k];
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
+    if avx512_packed() {
         // SAFETY: the CPU has the features the loop was compiled for.
         unsafe {
             match scheme {
@@ -125,6 +121,16 @@ fn expand_bf16(w: &[u8], k: usize, scheme: Scheme) -> Vec<u16> {
         }
     }
     out
+}
+
+/// Whether the CPU runs the AVX-512 loops of packed rows (F/BW/VL, F16C, FMA).
+#[cfg(target_arch = "x86_64")]
+fn avx512_packed() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("f16c")
+        && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// Output columns `j0..j0 + rows` of `y` from packed rows.
@@ -141,12 +147,7 @@ unsafe fn packed_rows(
     scheme: Scheme,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("f16c")
-        && std::arch::is_x86_feature_detected!("fma")
-    {
+    if avx512_packed() {
         // SAFETY: the CPU has the features the loop was compiled for.
         return unsafe {
             match scheme {
@@ -273,6 +274,7 @@ pub(crate) mod avx512 {
         w: *const u8,
         k: usize,
         scales: *const f32,
+        stride: usize,
     ) -> [[f32; C]; R] {
         let scheme = if Q4 { Scheme::Q4 } else { Scheme::Q8 };
         let nb = k / BLOCK;
@@ -300,12 +302,12 @@ pub(crate) mod avx512 {
                     let xb = _mm512_loadu_ps(x.add(b * BLOCK + 16));
                     for c in 0..C {
                         let d = _mm512_fmadd_ps(xa, wa[c], _mm512_mul_ps(xb, wb[c]));
-                        let s = _mm512_set1_ps(*scales.add(c * nb + b));
+                        let s = _mm512_set1_ps(*scales.add(c * stride + b));
                         acc[0][c] = _mm512_fmadd_ps(d, s, acc[0][c]);
                     }
                 } else {
                     for c in 0..C {
-                        let s = _mm512_set1_ps(*scales.add(c * nb + b));
+                        let s = _mm512_set1_ps(*scales.add(c * stride + b));
                         wa[c] = _mm512_mul_ps(wa[c], s);
                         wb[c] = _mm512_mul_ps(wb[c], s);
                     }
@@ -369,15 +371,36 @@ pub(crate) mod avx512 {
         }
     }
 
-    /// [`super::packed_rows`] with AVX-512.
+    /// A tile loop over packed rows, for [`drive`].
+    pub(crate) trait PackedTiles {
+        /// Dot products of activation rows `i..i + R` with the `C` packed rows at `w` (rows
+        /// `rb` bytes apart), whose f32 scales are at `scales` (rows `stride` apart), before
+        /// the zero points.
+        ///
+        /// # Safety
+        /// The rows and scales are there; the CPU has the loop's features.
+        unsafe fn tile<const R: usize, const C: usize>(
+            &self,
+            i: usize,
+            w: *const u8,
+            scales: *const f32,
+            stride: usize,
+        ) -> [[f32; C]; R];
+
+        /// Activation row `i`'s per-block sums that a Q4 block's `s·z` multiplies.
+        fn zero_sums(&self, i: usize) -> *const f32;
+    }
+
+    /// Output columns `j0..j0 + rows` of `y` (`[m, n]`) from packed rows, by groups of [`NR`]
+    /// rows: their scales (and `s·z`) as f32 once, then every activation tile, then the zero
+    /// points. Inlined into each loop's `target_feature` function.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F/BW/VL, F16C and FMA; as [`super::packed_rows`].
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
+    /// As [`super::packed_rows`].
+    #[inline(always)]
     #[allow(clippy::needless_range_loop)] // rows and columns of the output, as indices
-    pub(super) unsafe fn rows<const Q4: bool>(
-        x: &[f32],
-        xsum: &[f32],
+    pub(crate) unsafe fn drive<T: PackedTiles, const Q4: bool>(
+        t: &T,
         w: &[u8],
         out: Out,
         (m, k, n): (usize, usize, usize),
@@ -386,32 +409,29 @@ pub(crate) mod avx512 {
         let scheme = if Q4 { Scheme::Q4 } else { Scheme::Q8 };
         let (rb, nb) = (scheme.row_bytes(k), k / BLOCK);
         let count = w.len() / rb;
-        let mut scales = vec![0f32; NR * nb];
-        let mut sz = vec![0f32; if Q4 { NR * nb } else { 0 }];
+        // One more (zero) scale per row: the pair of an odd last block (`vnni`).
+        let stride = nb + 1;
+        let mut scales = vec![0f32; NR * stride];
+        let mut sz = vec![0f32; NR * stride];
         let mut j = 0;
         while j < count {
             let nr = NR.min(count - j);
             unsafe {
                 for c in 0..nr {
                     let row = w.as_ptr().add((j + c) * rb);
-                    let (s, z) = (
-                        &mut scales[c * nb..],
-                        if Q4 { &mut sz[c * nb..] } else { &mut [][..] },
-                    );
-                    row_scales::<Q4>(row, nb, s, z);
+                    row_scales::<Q4>(row, nb, &mut scales[c * stride..], &mut sz[c * stride..]);
                 }
+                let wj = w.as_ptr().add(j * rb);
                 let mut i = 0;
                 while i < m {
                     let mr = MR.min(m - i);
-                    let xi = x.as_ptr().add(i * k);
-                    let wj = w.as_ptr().add(j * rb);
                     let mut sums = [[0f32; NR]; MR];
                     macro_rules! fill {
                         ($r:literal, $c:literal, $w:expr, $s:expr, $col:expr) => {{
-                            let t = tile::<Q4, $r, $c>(xi, $w, k, $s);
+                            let tile = t.tile::<$r, $c>(i, $w, $s, stride);
                             for r in 0..$r {
                                 for c in 0..$c {
-                                    sums[r][$col + c] = t[r][c];
+                                    sums[r][$col + c] = tile[r][c];
                                 }
                             }
                         }};
@@ -426,7 +446,7 @@ pub(crate) mod avx512 {
                         }
                     } else {
                         for c in 0..nr {
-                            let (wc, s) = (wj.add(c * rb), scales.as_ptr().add(c * nb));
+                            let (wc, s) = (wj.add(c * rb), scales.as_ptr().add(c * stride));
                             match mr {
                                 4 => fill!(4, 1, wc, s, c),
                                 3 => fill!(3, 1, wc, s, c),
@@ -440,11 +460,7 @@ pub(crate) mod avx512 {
                             let mut v = sums[r][c];
                             if Q4 {
                                 // The zero points: Σ_b s·z·Σx over each block.
-                                v -= dot(
-                                    sz.as_ptr().add(c * nb),
-                                    xsum.as_ptr().add((i + r) * nb),
-                                    nb,
-                                );
+                                v -= dot(sz.as_ptr().add(c * stride), t.zero_sums(i + r), nb);
                             }
                             // SAFETY: row i + r < m, column j0 + j + c < n; only this task
                             // writes it.
@@ -457,96 +473,51 @@ pub(crate) mod avx512 {
             j += nr;
         }
     }
+
+    /// The f32 tiles: codes widened to f32 against f32 activations.
+    struct WidenTiles<'a, const Q4: bool> {
+        x: &'a [f32],
+        xsum: &'a [f32],
+        k: usize,
+    }
+
+    impl<const Q4: bool> PackedTiles for WidenTiles<'_, Q4> {
+        #[inline(always)]
+        unsafe fn tile<const R: usize, const C: usize>(
+            &self,
+            i: usize,
+            w: *const u8,
+            scales: *const f32,
+            stride: usize,
+        ) -> [[f32; C]; R] {
+            let x = self.x[i * self.k..].as_ptr();
+            unsafe { tile::<Q4, R, C>(x, w, self.k, scales, stride) }
+        }
+
+        #[inline(always)]
+        fn zero_sums(&self, i: usize) -> *const f32 {
+            self.xsum[i * (self.k / BLOCK)..].as_ptr()
+        }
+    }
+
+    /// [`super::packed_rows`] with AVX-512.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL, F16C and FMA; as [`super::packed_rows`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
+    pub(super) unsafe fn rows<const Q4: bool>(
+        x: &[f32],
+        xsum: &[f32],
+        w: &[u8],
+        out: Out,
+        dims: (usize, usize, usize),
+        j0: usize,
+    ) {
+        let tiles = WidenTiles::<Q4> { x, xsum, k: dims.1 };
+        unsafe { drive::<_, Q4>(&tiles, w, out, dims, j0) }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::quant::quantize_rows;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u32)
-                    .wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(40_503));
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Every loop (the streamed tiles, the portable one, the expanded prefill) gives the
-    /// product with the dequantized weight.
-    #[test]
-    fn the_packed_product_equals_the_product_with_the_dequantized_weight() {
-        for scheme in [Scheme::Q8, Scheme::Q4] {
-            for &(m, k, n) in &[
-                (1, 32, 4),
-                (3, 64, 7),
-                (4, 96, 70),
-                (9, 64, 5),
-                (2, 160, 9),
-                (17, 32, 66),
-            ] {
-                let x = values(m * k, 1);
-                let packed = quantize_rows(&values(n * k, 2), k, scheme, |v| v);
-                let wide = dequantize_rows(&packed, k, scheme);
-                // A prefill on AMX tiles rounds the activations and the expanded weights to
-                // bf16 (whole tiles of 16 weight rows; the rest stays f32).
-                #[cfg(target_arch = "x86_64")]
-                let tiled = if crate::matvec::amx_prefill(m, k) {
-                    n / 16 * 16
-                } else {
-                    0
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                let tiled = 0;
-                let bf = |v: f32| {
-                    #[cfg(target_arch = "x86_64")]
-                    return f32::from_bits(u32::from(crate::amx::to_bf16(v)) << 16);
-                    #[cfg(not(target_arch = "x86_64"))]
-                    v
-                };
-                // A 4-bit decode on VNNI quantizes the activations per block to int8.
-                #[cfg(target_arch = "x86_64")]
-                let int8 = scheme == Scheme::Q4 && m < WIDEN_FROM && crate::vnni::available();
-                #[cfg(not(target_arch = "x86_64"))]
-                let int8 = false;
-                let xr: Vec<f32> = if int8 {
-                    x.chunks(BLOCK)
-                        .flat_map(|b| {
-                            let sx = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
-                            let inv = if sx > 0.0 { 1.0 / sx } else { 0.0 };
-                            b.iter()
-                                .map(move |v| (v * inv).round().clamp(-127.0, 127.0) * sx)
-                        })
-                        .collect()
-                } else {
-                    x.clone()
-                };
-                let product = |x: &[f32], ij: usize, round: bool| {
-                    let (i, j) = (ij / n, ij % n);
-                    let r = |v: f32| if round && j < tiled { bf(v) } else { v };
-                    (0..k)
-                        .map(|l| f64::from(r(x[i * k + l])) * f64::from(r(wide[j * k + l])))
-                        .sum::<f64>() as f32
-                };
-                let want: Vec<f32> = (0..m * n).map(|ij| product(&xr, ij, true)).collect();
-                let exact: Vec<f32> = (0..m * n).map(|ij| product(&x, ij, false)).collect();
-                let mut y = vec![f32::NAN; m * n];
-                matmul_q(&x, &packed, &mut y, (m, k, n), scheme);
-                let mut z = vec![f32::NAN; m * n];
-                // SAFETY: all rows, written to z only.
-                unsafe { portable_rows(&x, &packed, Out(z.as_mut_ptr()), (m, k, n), 0, scheme) };
-                for (((a, p), b), e) in y.iter().zip(&z).zip(&want).zip(&exact) {
-                    let tol = 2e-5 * (1.0 + b.abs());
-                    assert!((a - b).abs() <= tol, "{scheme:?} {m}×{k}×{n}: {a} vs {b}");
-                    if m < WIDEN_FROM {
-                        let tol = 2e-5 * (1.0 + e.abs());
-                        assert!((p - e).abs() <= tol, "portable {m}×{k}×{n}: {p} vs {e}");
-                    }
-                }
-            }
-        }
-    }
-}
+#[path = "qmatvec_tests.rs"]
+mod tests;

@@ -17,12 +17,8 @@
 use std::arch::x86_64::*;
 
 use crate::matvec::Out;
+use crate::qmatvec::avx512::{PackedTiles, drive};
 use crate::quant::{BLOCK, Scheme};
-
-/// Activation rows per tile.
-const MR: usize = 4;
-/// Weight rows per tile.
-const NR: usize = 4;
 
 /// Whether the CPU runs this loop.
 pub(crate) fn available() -> bool {
@@ -157,89 +153,39 @@ unsafe fn tile<const R: usize, const C: usize>(
     }
 }
 
+/// The VNNI tiles, for [`crate::qmatvec::avx512::drive`].
+struct VnniTiles<'a> {
+    x: &'a QuantX,
+    rb: usize,
+}
+
+impl PackedTiles for VnniTiles<'_> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const C: usize>(
+        &self,
+        i: usize,
+        w: *const u8,
+        scales: *const f32,
+        stride: usize,
+    ) -> [[f32; C]; R] {
+        unsafe { tile::<R, C>(self.x, i, w, self.rb, scales, stride) }
+    }
+
+    #[inline(always)]
+    fn zero_sums(&self, i: usize) -> *const f32 {
+        self.x.sums[i * self.x.nb..].as_ptr()
+    }
+}
+
 /// Output columns `j0..j0 + rows` of `y` (`[m, n]`) from packed Q4 rows.
 ///
 /// # Safety
 /// [`available`]; `out` points at `y` and no other task writes these columns.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
-#[allow(clippy::needless_range_loop)] // rows and columns of the output, as indices
-pub(crate) unsafe fn rows(
-    x: &QuantX,
-    w: &[u8],
-    out: Out,
-    (m, k, n): (usize, usize, usize),
-    j0: usize,
-) {
-    let nb = k / BLOCK;
-    let rb = Scheme::Q4.row_bytes(k);
-    let count = w.len() / rb;
-    // Each row's scales as f32, one more (zero) for an odd last block's pair; and s·z.
-    let stride = nb + 1;
-    let mut scales = vec![0f32; NR * stride];
-    let mut sz = vec![0f32; NR * stride];
-    let mut j = 0;
-    while j < count {
-        let nr = NR.min(count - j);
-        unsafe {
-            for c in 0..nr {
-                let row = w.as_ptr().add((j + c) * rb);
-                crate::qmatvec::avx512::row_scales::<true>(
-                    row,
-                    nb,
-                    &mut scales[c * stride..],
-                    &mut sz[c * stride..],
-                );
-            }
-            let wj = w.as_ptr().add(j * rb);
-            let mut i = 0;
-            while i < m {
-                let mr = MR.min(m - i);
-                let mut sums = [[0f32; NR]; MR];
-                macro_rules! fill {
-                    ($r:literal, $c:literal, $w:expr, $l:expr, $col:expr) => {{
-                        let t = tile::<$r, $c>(x, i, $w, rb, $l, stride);
-                        for r in 0..$r {
-                            for c in 0..$c {
-                                sums[r][$col + c] = t[r][c];
-                            }
-                        }
-                    }};
-                }
-                if nr == NR {
-                    let l = scales.as_ptr();
-                    match mr {
-                        4 => fill!(4, 4, wj, l, 0),
-                        3 => fill!(3, 4, wj, l, 0),
-                        2 => fill!(2, 4, wj, l, 0),
-                        _ => fill!(1, 4, wj, l, 0),
-                    }
-                } else {
-                    for c in 0..nr {
-                        let (wc, l) = (wj.add(c * rb), scales.as_ptr().add(c * stride));
-                        match mr {
-                            4 => fill!(4, 1, wc, l, c),
-                            3 => fill!(3, 1, wc, l, c),
-                            2 => fill!(2, 1, wc, l, c),
-                            _ => fill!(1, 1, wc, l, c),
-                        }
-                    }
-                }
-                for r in 0..mr {
-                    for c in 0..nr {
-                        // The zero points: Σ_b s·z·sx·Σxq.
-                        let zs = crate::qmatvec::avx512::dot(
-                            sz.as_ptr().add(c * stride),
-                            x.sums.as_ptr().add((i + r) * nb),
-                            nb,
-                        );
-                        // SAFETY: row i + r < m, column j0 + j + c < n; only this task
-                        // writes it.
-                        *out.0.add((i + r) * n + j0 + j + c) = sums[r][c] - zs;
-                    }
-                }
-                i += mr;
-            }
-        }
-        j += nr;
-    }
+pub(crate) unsafe fn rows(x: &QuantX, w: &[u8], out: Out, dims: (usize, usize, usize), j0: usize) {
+    let tiles = VnniTiles {
+        x,
+        rb: Scheme::Q4.row_bytes(dims.1),
+    };
+    unsafe { drive::<_, true>(&tiles, w, out, dims, j0) }
 }
