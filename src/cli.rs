@@ -285,6 +285,13 @@ pub struct QuantizeArgs {
 
 impl QuantizeArgs {
     pub fn run(self) -> Result<()> {
+        let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        if same(&self.from, &self.to) {
+            anyhow::bail!(
+                "--to {} is the checkpoint being read; write the quantized one to another directory",
+                self.to.display()
+            );
+        }
         let dtypes =
             nuri_model::LoadOptions::all(self.dtype).with_quantize(Some(nuri_model::Quantize {
                 scheme: self.quantize,
@@ -297,9 +304,9 @@ impl QuantizeArgs {
             .with_context(|| format!("writing {}", self.to.display()))?;
         let copied = copy_processor_files(&self.from, &self.to)?;
         println!(
-            "wrote {} ({:.2} GB of weights; {} other file(s) copied)",
+            "wrote {} ({:.1} MB of weights; {} other file(s) copied)",
             self.to.display(),
-            report.bytes as f64 / 1e9,
+            report.bytes as f64 / 1e6,
             copied
         );
         Ok(())

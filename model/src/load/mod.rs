@@ -244,6 +244,8 @@ struct Assign<'a> {
     declared: Declared,
     /// Linear layers' packed rows, by layer path, for [`attach`].
     packed: BTreeMap<String, TensorData>,
+    /// Packed layers asked for in other bits than the checkpoint's: (have, asked).
+    refused: Vec<(u32, u32)>,
 }
 
 impl Assign<'_> {
@@ -479,9 +481,13 @@ pub fn load_into<M: Module>(
         scratch: Vec::new(),
         declared,
         packed: BTreeMap::new(),
+        refused: Vec::new(),
     };
     let model = model.map(&mut assign);
     let dir = dir.to_path_buf();
+    if let Some(problem) = packed::refused_summary(&assign.refused) {
+        assign.problems.push(problem);
+    }
     if !assign.problems.is_empty() {
         return Err(WeightsError::Mismatch {
             dir,

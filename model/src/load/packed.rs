@@ -163,12 +163,9 @@ impl Assign<'_> {
             )
         })?;
         if let Some(want) = wanted.filter(|&w| w != scheme) {
-            return Err(format!(
-                "the checkpoint keeps it in {} bits; it cannot be requantized to {} bits \
-                 (quantize the float checkpoint instead)",
-                scheme.bits(),
-                want.bits()
-            ));
+            // Said once for all such layers, after the walk (see `refused_summary`).
+            self.refused.push((scheme.bits(), want.bits()));
+            return Ok((TensorData::new(Vec::<u8>::new(), [0, 0]), false));
         }
         self.read_kept(entry, DType::U8)
     }
@@ -304,6 +301,18 @@ impl Assign<'_> {
                 )
             })
     }
+}
+
+/// The one problem for every layer a load asked to requantize (`refused`: the checkpoint's
+/// bits and the asked bits, per layer), if any.
+pub(super) fn refused_summary(refused: &[(u32, u32)]) -> Option<String> {
+    let &(have, want) = refused.first()?;
+    Some(format!(
+        "{} linear layer(s) are kept in {have} bits in the checkpoint; they cannot be \
+         requantized to {want} bits (quantize the float checkpoint instead, or load this one \
+         without --quantize)",
+        refused.len()
+    ))
 }
 
 /// Hands each layer its packed rows (from the loader's stash, by layer path).
