@@ -179,12 +179,14 @@ impl Engine {
                     tracing::error!(
                         "the engine panicked ({why}); failing its requests and restarting"
                     );
+                    // Counted before the failed requests hear of it, so that a client
+                    // asking `/health` after its 500 sees the restart.
+                    self.status.restarts.fetch_add(1, Ordering::SeqCst);
                     self.fail_all(&ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "engine_error",
                         "the engine failed while answering this request",
                     ));
-                    self.status.restarts.fetch_add(1, Ordering::SeqCst);
                 }
             }
         }
