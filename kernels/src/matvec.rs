@@ -63,6 +63,18 @@ pub(crate) struct Out(pub(crate) *mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+/// Runs `task(j0, j1)` over the weight rows `0..n` in tasks of [`TASK_ROWS`], on rayon's pool
+/// unless `serial` (a product too small to be worth the threads).
+pub(crate) fn each_task(n: usize, serial: bool, task: impl Fn(usize, usize) + Sync + Send) {
+    let tasks = n.div_ceil(TASK_ROWS);
+    let run = |t: usize| task(t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+    if serial || tasks == 1 {
+        (0..tasks).for_each(run);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
+}
+
 /// `y[i][j] = Σ_l x[i][l]·w[j][l]` for `x` `[m, k]`, `w` `[n, k]`, `y` `[m, n]` (all row-major,
 /// `y` overwritten).
 pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) {
@@ -77,9 +89,7 @@ pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: 
     if let Some(bits) = W::bf16_bits(w).filter(|_| amx_prefill(m, k)) {
         let xp = crate::amx::PackedX::new(x, m, k);
         let tiled = n / crate::amx::TILE * crate::amx::TILE;
-        let tasks = tiled.div_ceil(TASK_ROWS);
-        (0..tasks).into_par_iter().for_each(|t| {
-            let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(tiled));
+        each_task(tiled, false, |j0, j1| {
             // SAFETY: AMX is available (`amx_prefill`); the task writes y[.., j0..j1] only.
             unsafe { crate::amx::rows(&xp, &bits[j0 * k..j1 * k], out, n, j0) }
         });
@@ -88,17 +98,10 @@ pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: 
         unsafe { rows(x, &w[tiled * k..], out, m, k, n, tiled) };
         return;
     }
-    let tasks = n.div_ceil(TASK_ROWS);
-    let run = |t: usize| {
-        let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+    each_task(n, m * n * k < 1 << 15, |j0, j1| {
         // SAFETY: rows j0..j1 of w are in bounds; the task writes y[.., j0..j1] only.
         unsafe { rows(x, &w[j0 * k..j1 * k], out, m, k, n, j0) }
-    };
-    if tasks == 1 || m * n * k < 1 << 15 {
-        (0..tasks).for_each(run);
-    } else {
-        (0..tasks).into_par_iter().for_each(run);
-    }
+    });
 }
 
 /// Whether a product of `m` activation rows `k` wide goes to AMX tiles (bf16 weights): a

@@ -10,9 +10,7 @@
 //! With more rows (prefill), each task's weight rows are expanded to f32 once and go through
 //! [`crate::matvec`]'s f32 loop.
 
-use rayon::prelude::*;
-
-use crate::matvec::{Out, TASK_ROWS, WIDEN_FROM, f32_rows};
+use crate::matvec::{Out, WIDEN_FROM, each_task, f32_rows};
 use crate::quant::{BLOCK, Scheme, dequantize_row, dequantize_rows};
 
 /// Activation rows per tile.
@@ -37,28 +35,15 @@ pub fn matmul_q(
     if m == 0 || n == 0 {
         return;
     }
-    // Each activation row's sum over each block: the zero points' share of a Q4 product.
-    let xsum: Vec<f32> = if scheme == Scheme::Q4 && m < WIDEN_FROM {
-        x.chunks(BLOCK).map(|b| b.iter().sum()).collect()
-    } else {
-        Vec::new()
-    };
     let out = Out(y.as_mut_ptr());
     #[cfg(target_arch = "x86_64")]
     if scheme == Scheme::Q4 && m < WIDEN_FROM && crate::vnni::available() {
         // Decoding a 4-bit weight: integer dot products against int8 activations.
         let qx = crate::vnni::QuantX::new(x, m, k);
-        let tasks = n.div_ceil(TASK_ROWS);
-        let run = |t: usize| {
-            let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+        each_task(n, false, |j0, j1| {
             // SAFETY: the CPU has VNNI (`available`); the task writes y[.., j0..j1] only.
             unsafe { crate::vnni::rows(&qx, &w[j0 * rb..j1 * rb], out, (m, k, n), j0) };
-        };
-        if tasks == 1 {
-            run(0);
-        } else {
-            (0..tasks).into_par_iter().for_each(run);
-        }
+        });
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -68,14 +53,11 @@ pub fn matmul_q(
         use crate::amx::{PackedX, TILE, rows as amx_rows};
         let xp = PackedX::new(x, m, k);
         let tiled = n / TILE * TILE;
-        (0..tiled.div_ceil(TASK_ROWS))
-            .into_par_iter()
-            .for_each(|t| {
-                let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(tiled));
-                let bits = expand_bf16(&w[j0 * rb..j1 * rb], k, scheme);
-                // SAFETY: AMX is available; the task writes y[.., j0..j1] only.
-                unsafe { amx_rows(&xp, &bits, out, n, j0) };
-            });
+        each_task(tiled, false, |j0, j1| {
+            let bits = expand_bf16(&w[j0 * rb..j1 * rb], k, scheme);
+            // SAFETY: AMX is available; the task writes y[.., j0..j1] only.
+            unsafe { amx_rows(&xp, &bits, out, n, j0) };
+        });
         if tiled < n {
             let wide = dequantize_rows(&w[tiled * rb..], k, scheme);
             // SAFETY: columns tiled..n, written here only.
@@ -83,9 +65,13 @@ pub fn matmul_q(
         }
         return;
     }
-    let tasks = n.div_ceil(TASK_ROWS);
-    let run = |t: usize| {
-        let (j0, j1) = (t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+    // Each activation row's sum over each block: the zero points' share of a Q4 product.
+    let xsum: Vec<f32> = if scheme == Scheme::Q4 && m < WIDEN_FROM {
+        x.chunks(BLOCK).map(|b| b.iter().sum()).collect()
+    } else {
+        Vec::new()
+    };
+    each_task(n, m * n * k < 1 << 15, |j0, j1| {
         let rows = &w[j0 * rb..j1 * rb];
         if m >= WIDEN_FROM {
             let wide = dequantize_rows(rows, k, scheme);
@@ -95,12 +81,7 @@ pub fn matmul_q(
             // SAFETY: as above.
             unsafe { packed_rows(x, &xsum, rows, out, (m, k, n), j0, scheme) };
         }
-    };
-    if tasks == 1 || m * n * k < 1 << 15 {
-        (0..tasks).for_each(run);
-    } else {
-        (0..tasks).into_par_iter().for_each(run);
-    }
+    });
 }
 
 /// Packed rows as bf16 bits (for AMX tiles).
@@ -125,7 +106,7 @@ fn expand_bf16(w: &[u8], k: usize, scheme: Scheme) -> Vec<u16> {
 
 /// Whether the CPU runs the AVX-512 loops of packed rows (F/BW/VL, F16C, FMA).
 #[cfg(target_arch = "x86_64")]
-fn avx512_packed() -> bool {
+pub(crate) fn avx512_packed() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vl")

@@ -22,12 +22,7 @@ use crate::quant::{BLOCK, Scheme};
 
 /// Whether the CPU runs this loop.
 pub(crate) fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
-        && std::arch::is_x86_feature_detected!("f16c")
-        && std::arch::is_x86_feature_detected!("fma")
+    crate::qmatvec::avx512_packed() && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
 /// Activations `[m, k]` quantized per block of 32, in the pair order the loop reads.

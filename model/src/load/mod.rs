@@ -119,7 +119,7 @@ fn convert(bytes: &[u8], from: DType, to: DType, shape: Vec<usize>) -> TensorDat
     }
 }
 
-/// A zeroed buffer of `count` 2-byte or 4-byte values as `E`s (calloc'd: fresh pages are
+/// A zeroed buffer of `count` 1-, 2- or 4-byte values as `E`s (calloc'd: fresh pages are
 /// not written twice), advised into huge pages when large (fewer page faults while loading,
 /// fewer TLB misses while decoding streams the weights).
 fn zeroed<E: burn::tensor::Element>(count: usize) -> Vec<E> {

@@ -218,14 +218,15 @@ impl Assign<'_> {
         let qweight = read(self, qw, DType::I32)?;
         let qzeros = read(self, qz, DType::I32)?;
         let scales = read(self, sc, DType::F16)?;
-        let ints = |d: &TensorData| d.as_slice::<i32>().map(<[i32]>::to_vec);
-        let (qweight, qzeros) = (ints(&qweight), ints(&qzeros));
-        let (Ok(qweight), Ok(qzeros), Ok(scales)) = (qweight, qzeros, scales.as_slice::<f16>())
-        else {
+        let (Ok(qweight), Ok(qzeros), Ok(scales)) = (
+            qweight.as_slice::<i32>(),
+            qzeros.as_slice::<i32>(),
+            scales.as_slice::<f16>(),
+        ) else {
             return Err("unreadable AWQ tensors".into());
         };
         let bits: Vec<u16> = scales.iter().map(|s| s.to_bits()).collect();
-        let q4 = awq_to_q4(&qweight, &qzeros, &bits, k, n);
+        let q4 = awq_to_q4(qweight, qzeros, &bits, k, n);
         let packed = match wanted {
             Some(Scheme::Q8) => {
                 let values = nuri_kernels::quant::dequantize_rows(&q4, k, Scheme::Q4);
