@@ -302,7 +302,7 @@ impl QuantizeArgs {
                 .with_context(|| format!("loading {}", self.from.display()))?;
         save_pretrained(&model, &config, &self.to)
             .with_context(|| format!("writing {}", self.to.display()))?;
-        let copied = copy_processor_files(&self.from, &self.to)?;
+        let copied = nuri_train::setup::copy_processor_files(&self.from, &self.to)?;
         println!(
             "wrote {} ({:.1} MB of weights; {} other file(s) copied)",
             self.to.display(),
@@ -311,24 +311,6 @@ impl QuantizeArgs {
         );
         Ok(())
     }
-}
-
-/// Copies the files of a checkpoint directory that are not its weights or config (tokenizer,
-/// chat template, processor configs, generation config) from `from` to `to`.
-fn copy_processor_files(from: &std::path::Path, to: &std::path::Path) -> Result<usize> {
-    let mut copied = 0;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let weights = name.ends_with(".safetensors") || name == "model.safetensors.index.json";
-        if !path.is_file() || weights || name == "config.json" {
-            continue;
-        }
-        std::fs::copy(&path, to.join(name))
-            .with_context(|| format!("copying {} to {}", path.display(), to.display()))?;
-        copied += 1;
-    }
-    Ok(copied)
 }
 
 /// `nuri plot`: a run's curves to `RUN_DIR/curves.png`.

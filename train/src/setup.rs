@@ -133,9 +133,11 @@ pub(crate) fn processor_dir(config: &TrainConfig) -> PathBuf {
         .expect("validated")
 }
 
-/// Copies the tokenizer, chat template and processor configs next to exported weights, so
-/// the directory is a complete checkpoint.
-pub(crate) fn copy_processor_files(from: &Path, to: &Path) -> Result<(), TrainError> {
+/// Copies the tokenizer, chat template, processor configs and generation config (whose
+/// `eos_token_id` ends generation) next to exported weights, so the directory is a complete
+/// checkpoint; returns how many files it copied.
+pub fn copy_processor_files(from: &Path, to: &Path) -> Result<usize, TrainError> {
+    let mut copied = 0;
     for file in [
         "tokenizer.json",
         "tokenizer_config.json",
@@ -144,6 +146,7 @@ pub(crate) fn copy_processor_files(from: &Path, to: &Path) -> Result<(), TrainEr
         "processor_config.json",
         "preprocessor_config.json",
         "video_preprocessor_config.json",
+        "generation_config.json",
     ] {
         let src = from.join(file);
         if src.is_file() && src != to.join(file) {
@@ -151,7 +154,8 @@ pub(crate) fn copy_processor_files(from: &Path, to: &Path) -> Result<(), TrainEr
                 path: src.clone(),
                 source,
             })?;
+            copied += 1;
         }
     }
-    Ok(())
+    Ok(copied)
 }
