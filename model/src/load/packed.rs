@@ -324,7 +324,8 @@ pub fn attach<M: EachLinear>(
 ) -> Result<(), Vec<String>> {
     model.each_linear("", &mut |path, linear| {
         if let Some(data) = packed.remove(path) {
-            set_packed(linear, data, device);
+            // The loader already left the float weight an empty place holder.
+            linear.packed = Some(packed_param(data, device));
         }
     });
     if packed.is_empty() {
@@ -334,10 +335,17 @@ pub fn attach<M: EachLinear>(
     }
 }
 
+/// Packed rows as a parameter (Burn `U8`).
+fn packed_param(data: TensorData, device: &Device) -> Param<Tensor<2, Int>> {
+    Param::initialized(
+        ParamId::new(),
+        Tensor::<2, Int>::from_data(data, (device, DType::U8)),
+    )
+}
+
 /// `linear` with its weight as packed rows; the float weight becomes an empty placeholder.
 fn set_packed(linear: &mut Linear, data: TensorData, device: &Device) {
-    let codes = Tensor::<2, Int>::from_data(data, (device, DType::U8));
-    linear.packed = Some(Param::initialized(ParamId::new(), codes));
+    linear.packed = Some(packed_param(data, device));
     let dtype = linear.weight.val().dtype();
     linear.weight = Param::initialized(ParamId::new(), Tensor::empty([0, 0], (device, dtype)));
 }
