@@ -305,7 +305,7 @@ mod avx512 {
     }
 
     /// Dot products of `R` activation rows (from `x`, rows `k` apart) with `C` weight rows
-    /// (from `w`, rows `k` apart). No closures here: a closure does not inherit the caller's
+    /// (from `w`, `dist` elements apart; each row's next in its stream the next in memory). No closures here: a closure does not inherit the caller's
     /// target features, and an intrinsic called from one is not inlined.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // indices over register arrays, unrolled
@@ -313,6 +313,7 @@ mod avx512 {
         x: *const f32,
         w: *const W,
         k: usize,
+        dist: usize,
     ) -> [[f32; C]; R] {
         unsafe {
             let zero = _mm512_setzero_ps();
@@ -326,11 +327,11 @@ mod avx512 {
                 let mut wa = [zero; C];
                 let mut wb = [zero; C];
                 for c in 0..C {
-                    let p = w.add(c * k + l);
+                    let p = w.add(c * dist + l);
                     if W::BF16 {
-                        // The same place 8 rows on: the next groups' rows (short streams
-                        // the hardware prefetcher picks up late).
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * k).cast());
+                        // The same place two rows on in this row's stream: the group after
+                        // next (the hardware prefetcher picks up late).
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(2 * k).cast());
                     }
                     wa[c] = load(p, all);
                     wb[c] = load(p.add(16), all);
@@ -353,7 +354,7 @@ mod avx512 {
                 };
                 let mut wv = [zero; C];
                 for c in 0..C {
-                    wv[c] = load(w.add(c * k + l), mask);
+                    wv[c] = load(w.add(c * dist + l), mask);
                 }
                 for r in 0..R {
                     let xv = _mm512_maskz_loadu_ps(mask, x.add(r * k + l));
@@ -373,21 +374,23 @@ mod avx512 {
         }
     }
 
-    /// Every activation tile against `nr` weight rows at `w`, into columns `col..col + nr`.
+    /// Every activation tile against `nr` weight rows at `w`, `dist` elements apart, into
+    /// columns `col`, `col + dist / k`, ….
     #[inline(always)]
     unsafe fn group<W: WeightElem>(
         x: &[f32],
-        w: *const W,
+        (w, dist): (*const W, usize),
         out: Out,
         (m, k, n): (usize, usize, usize),
         col: usize,
         nr: usize,
     ) {
         unsafe {
+            let step = dist / k;
             let put = |i: usize, c0: usize, sums: &[&[f32]]| {
                 for (r, row) in sums.iter().enumerate() {
                     for (c, &v) in row.iter().enumerate() {
-                        *out.0.add((i + r) * n + col + c0 + c) = v;
+                        *out.0.add((i + r) * n + col + (c0 + c) * step) = v;
                     }
                 }
             };
@@ -398,40 +401,40 @@ mod avx512 {
                 if nr == NR {
                     match mr {
                         4 => {
-                            let s = tile::<W, 4, 4>(xi, w, k);
+                            let s = tile::<W, 4, 4>(xi, w, k, dist);
                             put(i, 0, &[&s[0], &s[1], &s[2], &s[3]]);
                         }
                         3 => {
-                            let s = tile::<W, 3, 4>(xi, w, k);
+                            let s = tile::<W, 3, 4>(xi, w, k, dist);
                             put(i, 0, &[&s[0], &s[1], &s[2]]);
                         }
                         2 => {
-                            let s = tile::<W, 2, 4>(xi, w, k);
+                            let s = tile::<W, 2, 4>(xi, w, k, dist);
                             put(i, 0, &[&s[0], &s[1]]);
                         }
                         _ => {
-                            let s = tile::<W, 1, 4>(xi, w, k);
+                            let s = tile::<W, 1, 4>(xi, w, k, dist);
                             put(i, 0, &[&s[0]]);
                         }
                     }
                 } else {
                     for c in 0..nr {
-                        let wc = w.add(c * k);
+                        let wc = w.add(c * dist);
                         match mr {
                             4 => {
-                                let s = tile::<W, 4, 1>(xi, wc, k);
+                                let s = tile::<W, 4, 1>(xi, wc, k, dist);
                                 put(i, c, &[&s[0], &s[1], &s[2], &s[3]]);
                             }
                             3 => {
-                                let s = tile::<W, 3, 1>(xi, wc, k);
+                                let s = tile::<W, 3, 1>(xi, wc, k, dist);
                                 put(i, c, &[&s[0], &s[1], &s[2]]);
                             }
                             2 => {
-                                let s = tile::<W, 2, 1>(xi, wc, k);
+                                let s = tile::<W, 2, 1>(xi, wc, k, dist);
                                 put(i, c, &[&s[0], &s[1]]);
                             }
                             _ => {
-                                let s = tile::<W, 1, 1>(xi, wc, k);
+                                let s = tile::<W, 1, 1>(xi, wc, k, dist);
                                 put(i, c, &[&s[0]]);
                             }
                         }
@@ -461,30 +464,45 @@ mod avx512 {
     ) {
         let count = w.len() / k;
         let widen = W::BF16 && m >= WIDEN_FROM;
-        let mut scratch: Vec<f32> = if widen { vec![0.0; NR * k] } else { Vec::new() };
+        if !widen {
+            // Groups of rows `NR` streams apart (as `crate::qmatvec`'s packed rows): rows
+            // `g, g + s, g + 2s, g + 3s` of the task's `4s`, then the rest one at a time.
+            let s = count / NR;
+            for g in 0..s + (count - NR * s) {
+                let (first, dist, nr) = if g < s {
+                    (g, s * k, NR)
+                } else {
+                    (NR * s + g - s, k, 1)
+                };
+                // SAFETY: rows first.. of the task's rows; columns j0 + first + c·s are this
+                // task's.
+                unsafe {
+                    let at = w.as_ptr().add(first * k);
+                    group::<W>(x, (at, dist), out, (m, k, n), j0 + first, nr);
+                }
+            }
+            return;
+        }
+        let mut scratch: Vec<f32> = vec![0.0; NR * k];
         let mut j = 0;
         while j < count {
             let nr = NR.min(count - j);
             let rows = &w[j * k..(j + nr) * k];
             unsafe {
-                if widen {
-                    // Widened once here, read by every activation tile below.
-                    let full = rows.len() / 16 * 16;
-                    let mut l = 0;
-                    while l < full {
-                        _mm512_storeu_ps(
-                            scratch.as_mut_ptr().add(l),
-                            load(rows.as_ptr().add(l), 0xFFFF),
-                        );
-                        l += 16;
-                    }
-                    for (d, s) in scratch[full..rows.len()].iter_mut().zip(&rows[full..]) {
-                        *d = s.widen();
-                    }
-                    group::<f32>(x, scratch.as_ptr(), out, (m, k, n), j0 + j, nr);
-                } else {
-                    group::<W>(x, rows.as_ptr(), out, (m, k, n), j0 + j, nr);
+                // Widened once here, read by every activation tile below.
+                let full = rows.len() / 16 * 16;
+                let mut l = 0;
+                while l < full {
+                    _mm512_storeu_ps(
+                        scratch.as_mut_ptr().add(l),
+                        load(rows.as_ptr().add(l), 0xFFFF),
+                    );
+                    l += 16;
                 }
+                for (d, s) in scratch[full..rows.len()].iter_mut().zip(&rows[full..]) {
+                    *d = s.widen();
+                }
+                group::<f32>(x, (scratch.as_ptr(), k), out, (m, k, n), j0 + j, nr);
             }
             j += nr;
         }

@@ -169,7 +169,8 @@ pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{MR, NR, Out};
-    const PREFETCH: usize = 8;
+    /// Tiles ahead that a tile's prefetches reach.
+    const PREFETCH: usize = 2;
     use crate::quant::{BLOCK, Scheme};
 
     /// A block's 32 codes (at `p`) as two vectors of f32, unscaled (Q4: zero point not
@@ -247,13 +248,15 @@ pub(crate) mod avx512 {
     }
 
     /// Dot products of `R` activation rows (from `x`, rows `k` apart) with `C` packed rows
-    /// (from `w`, rows `rb` bytes apart) whose scales are in `scales` (rows `nb` apart).
+    /// (from `w`, `dist` bytes apart; each row's next in its stream a row on) whose scales are
+    /// in `scales` (rows `stride` apart).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // indices over register arrays, unrolled
     unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
         x: *const f32,
         w: *const u8,
         k: usize,
+        dist: usize,
         scales: *const f32,
         stride: usize,
     ) -> [[f32; C]; R] {
@@ -271,9 +274,9 @@ pub(crate) mod avx512 {
                 let mut wa = [zero; C];
                 let mut wb = [zero; C];
                 for c in 0..C {
-                    let row = w.add(c * rb);
-                    // The same row `PREFETCH` rows on (two tiles), its header and codes
-                    // alike: one block's share of the row per block.
+                    let row = w.add(c * dist);
+                    // The row two tiles on in this row's stream, its header and codes alike:
+                    // one block's share of the row per block.
                     let ahead = PREFETCH * rb + b * scheme.block_bytes();
                     _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(ahead).cast());
                     (wa[c], wb[c]) = codes::<Q4>(row.add(at + b * cb));
@@ -355,8 +358,8 @@ pub(crate) mod avx512 {
     /// A tile loop over packed rows, for [`drive`].
     pub(crate) trait PackedTiles {
         /// Dot products of activation rows `i..i + R` with the `C` packed rows at `w` (rows
-        /// `rb` bytes apart), whose f32 scales are at `scales` (rows `stride` apart), before
-        /// the zero points.
+        /// `dist` bytes apart, each the head of a stream of consecutive rows), whose f32
+        /// scales are at `scales` (rows `stride` apart), before the zero points.
         ///
         /// # Safety
         /// The rows and scales are there; the CPU has the loop's features.
@@ -364,6 +367,7 @@ pub(crate) mod avx512 {
             &self,
             i: usize,
             w: *const u8,
+            dist: usize,
             scales: *const f32,
             stride: usize,
         ) -> [[f32; C]; R];
@@ -375,6 +379,11 @@ pub(crate) mod avx512 {
     /// Output columns `j0..j0 + rows` of `y` (`[m, n]`) from packed rows, by groups of [`NR`]
     /// rows: their scales (and `s·z`) as f32 once, then every activation tile, then the zero
     /// points. Inlined into each loop's `target_feature` function.
+    ///
+    /// A group's rows are [`NR`] streams apart (rows `g, g + s, g + 2s, g + 3s` of a task's
+    /// `4s` rows): each row's next is the next in memory, so the streams run through memory
+    /// one after another, as the hardware prefetcher follows them, rather than side by side
+    /// in the same pages (short rows, 4 bits a weight, were read at half the bandwidth so).
     ///
     /// # Safety
     /// As [`super::packed_rows`].
@@ -390,51 +399,49 @@ pub(crate) mod avx512 {
         let scheme = if Q4 { Scheme::Q4 } else { Scheme::Q8 };
         let (rb, nb) = (scheme.row_bytes(k), k / BLOCK);
         let count = w.len() / rb;
-        // One more (zero) scale per row: the pair of an odd last block (`vnni`).
-        let stride = nb + 1;
+        // Rows per stream in whole groups; the rows after them one at a time.
+        let s = count / NR;
+        let groups = s + (count - NR * s);
+        // Zero scales past the last block up to a whole quad of blocks (`vnni` reads four).
+        let stride = nb.next_multiple_of(4);
         let mut scales = vec![0f32; NR * stride];
         let mut sz = vec![0f32; NR * stride];
-        let mut j = 0;
-        while j < count {
-            let nr = NR.min(count - j);
+        for g in 0..groups {
+            // The group's first row, its rows' distance and count.
+            let (first, dist, nr) = if g < s {
+                (g, s * rb, NR)
+            } else {
+                (NR * s + (g - s), rb, 1)
+            };
             unsafe {
                 for c in 0..nr {
-                    let row = w.as_ptr().add((j + c) * rb);
+                    let row = w.as_ptr().add(first * rb + c * dist);
                     row_scales::<Q4>(row, nb, &mut scales[c * stride..], &mut sz[c * stride..]);
                 }
-                let wj = w.as_ptr().add(j * rb);
+                let wj = w.as_ptr().add(first * rb);
                 let mut i = 0;
                 while i < m {
                     let mr = MR.min(m - i);
                     let mut sums = [[0f32; NR]; MR];
                     macro_rules! fill {
-                        ($r:literal, $c:literal, $w:expr, $s:expr, $col:expr) => {{
-                            let tile = t.tile::<$r, $c>(i, $w, $s, stride);
+                        ($r:literal, $c:literal) => {{
+                            let tile = t.tile::<$r, $c>(i, wj, dist, scales.as_ptr(), stride);
                             for r in 0..$r {
                                 for c in 0..$c {
-                                    sums[r][$col + c] = tile[r][c];
+                                    sums[r][c] = tile[r][c];
                                 }
                             }
                         }};
                     }
-                    if nr == NR {
-                        let s = scales.as_ptr();
-                        match mr {
-                            4 => fill!(4, 4, wj, s, 0),
-                            3 => fill!(3, 4, wj, s, 0),
-                            2 => fill!(2, 4, wj, s, 0),
-                            _ => fill!(1, 4, wj, s, 0),
-                        }
-                    } else {
-                        for c in 0..nr {
-                            let (wc, s) = (wj.add(c * rb), scales.as_ptr().add(c * stride));
-                            match mr {
-                                4 => fill!(4, 1, wc, s, c),
-                                3 => fill!(3, 1, wc, s, c),
-                                2 => fill!(2, 1, wc, s, c),
-                                _ => fill!(1, 1, wc, s, c),
-                            }
-                        }
+                    match (nr == NR, mr) {
+                        (true, 4) => fill!(4, 4),
+                        (true, 3) => fill!(3, 4),
+                        (true, 2) => fill!(2, 4),
+                        (true, _) => fill!(1, 4),
+                        (false, 4) => fill!(4, 1),
+                        (false, 3) => fill!(3, 1),
+                        (false, 2) => fill!(2, 1),
+                        (false, _) => fill!(1, 1),
                     }
                     for r in 0..mr {
                         for c in 0..nr {
@@ -443,15 +450,15 @@ pub(crate) mod avx512 {
                                 // The zero points: Σ_b s·z·Σx over each block.
                                 v -= dot(sz.as_ptr().add(c * stride), t.zero_sums(i + r), nb);
                             }
-                            // SAFETY: row i + r < m, column j0 + j + c < n; only this task
-                            // writes it.
-                            *out.0.add((i + r) * n + j0 + j + c) = v;
+                            // SAFETY: row i + r < m, column j0 + (the group's row c) < n;
+                            // only this task writes it.
+                            let col = j0 + first + c * (dist / rb);
+                            *out.0.add((i + r) * n + col) = v;
                         }
                     }
                     i += mr;
                 }
             }
-            j += nr;
         }
     }
 
@@ -468,11 +475,12 @@ pub(crate) mod avx512 {
             &self,
             i: usize,
             w: *const u8,
+            dist: usize,
             scales: *const f32,
             stride: usize,
         ) -> [[f32; C]; R] {
             let x = self.x[i * self.k..].as_ptr();
-            unsafe { tile::<Q4, R, C>(x, w, self.k, scales, stride) }
+            unsafe { tile::<Q4, R, C>(x, w, self.k, dist, scales, stride) }
         }
 
         #[inline(always)]

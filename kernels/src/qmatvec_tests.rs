@@ -14,6 +14,8 @@ fn the_packed_product_equals_the_product_with_the_dequantized_weight() {
             (9, 64, 5),
             (2, 160, 9),
             (17, 32, 66),
+            (1, 256, 5),
+            (2, 224, 6),
         ] {
             let x = values(m * k, 1);
             let packed = quantize_rows(&values(n * k, 2), k, scheme, |v| v);

@@ -9,10 +9,11 @@
 //! `s·sx·(Σ q·xq − z·Σxq)`. The activations' rounding (half a step of 1/127 of the block's
 //! largest value) is the only error added to the weight's own.
 //!
-//! Two blocks go through one 64-byte vector: the 32 code bytes of blocks `b, b+1` hold codes
-//! `0..16` of each in their low halves and `16..32` in their high halves, so the vector is those
-//! 32 bytes with the low halves kept in its first half and the high halves shifted down in its
-//! second; the activations are stored once per call in the same order.
+//! Four blocks go through two 64-byte vectors: a block's 16 code bytes hold its codes `0..16` in
+//! their low nibbles and `16..32` in their high ones, so the 64 bytes of blocks `4q..4q+4` give
+//! one vector of every block's first sixteen codes (the low nibbles) and one of the last sixteen
+//! (the high nibbles, shifted down); the activations are stored once per call in that order,
+//! and the two `VPDPBUSD` of a quad land in the same int32 lanes, four per block.
 
 use std::arch::x86_64::*;
 
@@ -20,29 +21,33 @@ use crate::matvec::Out;
 use crate::qmatvec::avx512::{PackedTiles, drive};
 use crate::quant::{BLOCK, Scheme};
 
+/// Blocks per step of the loop.
+const QUAD: usize = 4;
+
 /// Whether the CPU runs this loop.
 pub(crate) fn available() -> bool {
     crate::qmatvec::avx512_packed() && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
-/// Activations `[m, k]` quantized per block of 32, in the pair order the loop reads.
+/// Activations `[m, k]` quantized per block of 32, in the order the loop reads them.
 pub(crate) struct QuantX {
-    /// Per row, per pair of blocks: 64 int8 codes.
+    /// Per row, per quad of blocks: the blocks' codes `0..16`, then their codes `16..32`
+    /// (128 int8; zeros past the last block).
     codes: Vec<i8>,
-    /// Per row, per pair: 16 lanes `[sx_b ×4, sx_b+1 ×4, sx_b ×4, sx_b+1 ×4]`.
+    /// Per row, per quad: 16 lanes, each block's `sx` four times (zeros past the last block).
     lanes: Vec<f32>,
     /// Per row, per block: `sx·Σxq`, the zero points' share.
     sums: Vec<f32>,
-    pairs: usize,
+    quads: usize,
     nb: usize,
 }
 
 impl QuantX {
     pub(crate) fn new(x: &[f32], m: usize, k: usize) -> Self {
         let nb = k / BLOCK;
-        let pairs = nb.div_ceil(2);
-        let mut codes = vec![0i8; m * pairs * 64];
-        let mut lanes = vec![0f32; m * pairs * 16];
+        let quads = nb.div_ceil(QUAD);
+        let mut codes = vec![0i8; m * quads * 128];
+        let mut lanes = vec![0f32; m * quads * 16];
         let mut sums = vec![0f32; m * nb];
         for i in 0..m {
             for b in 0..nb {
@@ -50,93 +55,97 @@ impl QuantX {
                 let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let sx = amax / 127.0;
                 let inv = if sx > 0.0 { 1.0 / sx } else { 0.0 };
-                let (p, second) = (b / 2, b % 2);
-                let dst = &mut codes[(i * pairs + p) * 64..][..64];
+                let (q, at) = (b / QUAD, b % QUAD);
+                let dst = &mut codes[(i * quads + q) * 128..][..128];
                 let mut total = 0i32;
                 for (j, &v) in block.iter().enumerate() {
-                    let q = crate::quant::round(v * inv).clamp(-127.0, 127.0) as i8;
-                    total += i32::from(q);
-                    // Low halves (codes 0..16) first, both blocks; then the high halves.
-                    let at = (j / 16) * 32 + second * 16 + j % 16;
-                    dst[at] = q;
+                    let c = crate::quant::round(v * inv).clamp(-127.0, 127.0) as i8;
+                    total += i32::from(c);
+                    // Codes 0..16 of the quad's blocks first, then codes 16..32.
+                    dst[(j / 16) * 64 + at * 16 + j % 16] = c;
                 }
                 sums[i * nb + b] = sx * total as f32;
-                let l = &mut lanes[(i * pairs + p) * 16..][..16];
-                for half in 0..2 {
-                    for t in 0..4 {
-                        l[half * 8 + second * 4 + t] = sx;
-                    }
-                }
+                lanes[(i * quads + q) * 16 + at * 4..][..4].fill(sx);
             }
         }
         Self {
             codes,
             lanes,
             sums,
-            pairs,
+            quads,
             nb,
         }
     }
 }
 
-/// The codes of blocks `2p, 2p+1` (at `p`; only the first when `last_odd`) as 64 unsigned
-/// bytes in the activations' order.
-#[inline(always)]
-unsafe fn codes(p: *const u8, last_odd: bool) -> __m512i {
-    unsafe {
-        let v = if last_odd {
-            _mm256_maskz_loadu_epi8(0x0000_FFFF, p.cast())
-        } else {
-            _mm256_loadu_si256(p.cast())
-        };
-        let both = _mm512_broadcast_i64x4(v);
-        // Shift the second half's bytes down a nibble (16-bit lanes 16..32), keep the low
-        // nibble of every byte.
-        let shifted = _mm512_mask_srli_epi16(both, 0xFFFF_0000, both, 4);
-        _mm512_and_si512(shifted, _mm512_set1_epi8(0x0F))
-    }
-}
-
-/// Dot products of `R` activation rows with `C` packed Q4 rows (from `w`, `rb` bytes apart),
-/// before the zero points.
+/// Dot products of `R` activation rows with `C` packed Q4 rows (from `w`, `dist` bytes apart;
+/// each row's next in its stream `rb` on),
+/// before the zero points. `scales` holds each row's f32 scales, `stride` apart and zero past
+/// the last block up to a whole quad.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // indices over register arrays, unrolled
 unsafe fn tile<const R: usize, const C: usize>(
     x: &QuantX,
     i: usize,
     w: *const u8,
-    rb: usize,
+    (rb, dist): (usize, usize),
     scales: *const f32,
     stride: usize,
 ) -> [[f32; C]; R] {
-    let (nb, pairs) = (x.nb, x.pairs);
+    let (nb, quads) = (x.nb, x.quads);
     let at = Scheme::Q4.codes_at(nb);
+    let bb = Scheme::Q4.block_bytes();
     unsafe {
         let zero = _mm512_setzero_ps();
-        // Two blocks' scales `s_b, s_b+1` to the lanes of their sums.
-        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+        let nibble = _mm512_set1_epi8(0x0F);
+        // Four blocks' scales to the four lanes of each block's sums.
+        let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         let mut acc = [[zero; C]; R];
-        for p in 0..pairs {
-            let last_odd = 2 * p + 1 == nb;
-            let mut wv = [_mm512_setzero_si512(); C];
-            let mut ws = [zero; C];
-            for c in 0..C {
-                let row = w.add(c * rb);
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(8 * rb + p * 38).cast());
-                wv[c] = codes(row.add(at + p * 32), last_odd);
-                let two = _mm_castpd_ps(_mm_load_sd(scales.add(c * stride + 2 * p).cast()));
-                ws[c] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(two));
-            }
-            for r in 0..R {
-                let xq =
-                    _mm512_loadu_si512(x.codes.as_ptr().add(((i + r) * pairs + p) * 64).cast());
-                let xs = _mm512_loadu_ps(x.lanes.as_ptr().add(((i + r) * pairs + p) * 16));
+        // One quad of blocks; a column's 64 code bytes are read under `$mask`, if any.
+        macro_rules! quad {
+            ($q:expr, $mask:expr) => {{
+                let q = $q;
+                let mut lo = [_mm512_setzero_si512(); C];
+                let mut hi = [_mm512_setzero_si512(); C];
+                let mut ws = [zero; C];
                 for c in 0..C {
-                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[c], xq);
-                    let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), xs);
-                    acc[r][c] = _mm512_fmadd_ps(scaled, ws[c], acc[r][c]);
+                    let row = w.add(c * dist);
+                    // The row two tiles on in this row's stream: this quad's share of it.
+                    let ahead = row.wrapping_add(2 * rb + q * QUAD * bb);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(2 * bb).cast());
+                    let p = row.add(at + q * QUAD * 16).cast();
+                    let v = match $mask {
+                        Some(mask) => _mm512_maskz_loadu_epi8(mask, p),
+                        None => _mm512_loadu_si512(p.cast()),
+                    };
+                    lo[c] = _mm512_and_si512(v, nibble);
+                    hi[c] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+                    let four = _mm_loadu_ps(scales.add(c * stride + q * QUAD));
+                    ws[c] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(four));
                 }
-            }
+                for r in 0..R {
+                    let xq = x.codes.as_ptr().add(((i + r) * quads + q) * 128);
+                    let xlo = _mm512_loadu_si512(xq.cast());
+                    let xhi = _mm512_loadu_si512(xq.add(64).cast());
+                    let xs = _mm512_loadu_ps(x.lanes.as_ptr().add(((i + r) * quads + q) * 16));
+                    for c in 0..C {
+                        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[c], xlo);
+                        let dot = _mm512_dpbusd_epi32(dot, hi[c], xhi);
+                        let s = _mm512_mul_ps(xs, ws[c]);
+                        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[r][c]);
+                    }
+                }
+            }};
+        }
+        let whole = nb / QUAD;
+        for q in 0..whole {
+            quad!(q, None::<u64>);
+        }
+        if whole < quads {
+            // The last blocks: their code bytes end the row.
+            let mask = (1u64 << ((nb - whole * QUAD) * 16)) - 1;
+            quad!(whole, Some(mask));
         }
         let mut sums = [[0.0f32; C]; R];
         for r in 0..R {
@@ -160,10 +169,11 @@ impl PackedTiles for VnniTiles<'_> {
         &self,
         i: usize,
         w: *const u8,
+        dist: usize,
         scales: *const f32,
         stride: usize,
     ) -> [[f32; C]; R] {
-        unsafe { tile::<R, C>(self.x, i, w, self.rb, scales, stride) }
+        unsafe { tile::<R, C>(self.x, i, w, (self.rb, dist), scales, stride) }
     }
 
     #[inline(always)]
