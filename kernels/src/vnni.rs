@@ -110,8 +110,8 @@ unsafe fn tile<const R: usize, const C: usize>(
                 let mut ws = [zero; C];
                 for c in 0..C {
                     let row = w.add(c * dist);
-                    // The row two tiles on in this row's stream: this quad's share of it.
-                    let ahead = row.wrapping_add(2 * rb + q * QUAD * bb);
+                    // The row four on in this row's stream: this quad's share of it.
+                    let ahead = row.wrapping_add(4 * rb + q * QUAD * bb);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(2 * bb).cast());
                     let p = row.add(at + q * QUAD * 16).cast();
