@@ -75,6 +75,22 @@ pub(crate) fn each_task(n: usize, serial: bool, task: impl Fn(usize, usize) + Sy
     }
 }
 
+/// The groups a decode loop reads `count` weight rows in, as `(first, step, rows)`: rows
+/// `first, first + step, …` (`rows` of them). Whole groups of `size` rows are `size` streams
+/// apart (rows `g, g + s, g + 2s, …` of the first `size·s`): each row's next is the next in
+/// memory, so the streams run through memory one after another, as the hardware prefetcher
+/// follows them, rather than side by side in the same pages (short rows, such as a 4-bit
+/// weight's, were read at half the bandwidth so). The rows after them go one at a time.
+pub(crate) fn stream_groups(
+    count: usize,
+    size: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    let s = count / size;
+    (0..s)
+        .map(move |g| (g, s, size))
+        .chain((size * s..count).map(|j| (j, 1, 1)))
+}
+
 /// `y[i][j] = Σ_l x[i][l]·w[j][l]` for `x` `[m, k]`, `w` `[n, k]`, `y` `[m, n]` (all row-major,
 /// `y` overwritten).
 pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) {
@@ -305,8 +321,9 @@ mod avx512 {
     }
 
     /// Dot products of `R` activation rows (from `x`, rows `k` apart) with `C` weight rows
-    /// (from `w`, `dist` elements apart; each row's next in its stream the next in memory). No closures here: a closure does not inherit the caller's
-    /// target features, and an intrinsic called from one is not inlined.
+    /// (from `w`, `dist` elements apart; each row's next in its stream the next in memory).
+    /// No closures here: a closure does not inherit the caller's target features, and an
+    /// intrinsic called from one is not inlined.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // indices over register arrays, unrolled
     unsafe fn tile<W: WeightElem, const R: usize, const C: usize>(
@@ -374,19 +391,19 @@ mod avx512 {
         }
     }
 
-    /// Every activation tile against `nr` weight rows at `w`, `dist` elements apart, into
-    /// columns `col`, `col + dist / k`, ….
+    /// Every activation tile against `nr` weight rows at `w`, `step` rows apart, into columns
+    /// `col`, `col + step`, ….
     #[inline(always)]
     unsafe fn group<W: WeightElem>(
         x: &[f32],
-        (w, dist): (*const W, usize),
+        (w, step): (*const W, usize),
         out: Out,
         (m, k, n): (usize, usize, usize),
         col: usize,
         nr: usize,
     ) {
         unsafe {
-            let step = dist / k;
+            let dist = step * k;
             let put = |i: usize, c0: usize, sums: &[&[f32]]| {
                 for (r, row) in sums.iter().enumerate() {
                     for (c, &v) in row.iter().enumerate() {
@@ -465,20 +482,11 @@ mod avx512 {
         let count = w.len() / k;
         let widen = W::BF16 && m >= WIDEN_FROM;
         if !widen {
-            // Groups of rows `NR` streams apart (as `crate::qmatvec`'s packed rows): rows
-            // `g, g + s, g + 2s, g + 3s` of the task's `4s`, then the rest one at a time.
-            let s = count / NR;
-            for g in 0..s + (count - NR * s) {
-                let (first, dist, nr) = if g < s {
-                    (g, s * k, NR)
-                } else {
-                    (NR * s + g - s, k, 1)
-                };
-                // SAFETY: rows first.. of the task's rows; columns j0 + first + c·s are this
-                // task's.
+            for (first, step, nr) in super::stream_groups(count, NR) {
+                // SAFETY: rows of this task's; their columns j0 + first + c·step are its own.
                 unsafe {
                     let at = w.as_ptr().add(first * k);
-                    group::<W>(x, (at, dist), out, (m, k, n), j0 + first, nr);
+                    group::<W>(x, (at, step), out, (m, k, n), j0 + first, nr);
                 }
             }
             return;
@@ -502,7 +510,7 @@ mod avx512 {
                 for (d, s) in scratch[full..rows.len()].iter_mut().zip(&rows[full..]) {
                     *d = s.widen();
                 }
-                group::<f32>(x, (scratch.as_ptr(), k), out, (m, k, n), j0 + j, nr);
+                group::<f32>(x, (scratch.as_ptr(), 1), out, (m, k, n), j0 + j, nr);
             }
             j += nr;
         }

@@ -378,12 +378,8 @@ pub(crate) mod avx512 {
 
     /// Output columns `j0..j0 + rows` of `y` (`[m, n]`) from packed rows, by groups of [`NR`]
     /// rows: their scales (and `s·z`) as f32 once, then every activation tile, then the zero
-    /// points. Inlined into each loop's `target_feature` function.
-    ///
-    /// A group's rows are [`NR`] streams apart (rows `g, g + s, g + 2s, g + 3s` of a task's
-    /// `4s` rows): each row's next is the next in memory, so the streams run through memory
-    /// one after another, as the hardware prefetcher follows them, rather than side by side
-    /// in the same pages (short rows, 4 bits a weight, were read at half the bandwidth so).
+    /// points. Inlined into each loop's `target_feature` function. The groups are
+    /// [`crate::matvec::stream_groups`]'.
     ///
     /// # Safety
     /// As [`super::packed_rows`].
@@ -399,20 +395,12 @@ pub(crate) mod avx512 {
         let scheme = if Q4 { Scheme::Q4 } else { Scheme::Q8 };
         let (rb, nb) = (scheme.row_bytes(k), k / BLOCK);
         let count = w.len() / rb;
-        // Rows per stream in whole groups; the rows after them one at a time.
-        let s = count / NR;
-        let groups = s + (count - NR * s);
         // Zero scales past the last block up to a whole quad of blocks (`vnni` reads four).
         let stride = nb.next_multiple_of(4);
         let mut scales = vec![0f32; NR * stride];
         let mut sz = vec![0f32; NR * stride];
-        for g in 0..groups {
-            // The group's first row, its rows' distance and count.
-            let (first, dist, nr) = if g < s {
-                (g, s * rb, NR)
-            } else {
-                (NR * s + (g - s), rb, 1)
-            };
+        for (first, step, nr) in crate::matvec::stream_groups(count, NR) {
+            let dist = step * rb;
             unsafe {
                 for c in 0..nr {
                     let row = w.as_ptr().add(first * rb + c * dist);
@@ -452,8 +440,7 @@ pub(crate) mod avx512 {
                             }
                             // SAFETY: row i + r < m, column j0 + (the group's row c) < n;
                             // only this task writes it.
-                            let col = j0 + first + c * (dist / rb);
-                            *out.0.add((i + r) * n + col) = v;
+                            *out.0.add((i + r) * n + j0 + first + c * step) = v;
                         }
                     }
                     i += mr;
