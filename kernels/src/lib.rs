@@ -29,6 +29,8 @@ mod matvec;
 mod qmatvec;
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
+mod sgemm;
+#[cfg(target_arch = "x86_64")]
 mod vnni;
 
 pub use matvec::stream_read;

@@ -6,9 +6,11 @@
 //! f32 matmul at batch 1 is a matrix-vector product that gemm does not stream at memory speed.
 //! On the flex backend without autodiff, a weight held as the checkpoint's rows (`[out, in]`
 //! in memory, which the loader keeps) is read directly by [`crate::matvec`]: one pass over its
-//! bytes per call, f32 accumulation. Everything else — other devices, training (autodiff),
-//! an f32 weight at prefill sizes, where gemm is the faster loop — takes Burn's operations with
-//! the weight cast to the activations' type.
+//! bytes per call, f32 accumulation; an f32 weight at prefill sizes goes to the outer-product
+//! tiles of [`crate::sgemm`] on AVX-512, which read those rows in place (Burn's gemm packs the
+//! transposed weight on every call). Everything else — other devices, training (autodiff), an
+//! f32 prefill without AVX-512 — takes Burn's operations with the weight cast to the
+//! activations' type.
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::FloatTensorOps;
@@ -22,7 +24,8 @@ use crate::on_flex;
 use crate::qmatvec::matmul_q;
 use crate::quant::{Scheme, dequantize_rows};
 
-/// Activation rows from which an f32 weight goes to gemm instead of the streaming loop.
+/// Activation rows from which an f32 weight goes to gemm instead of the streaming loop (where
+/// the CPU has no f32 prefill tiles of ours).
 const F32_STREAM_ROWS: usize = 16;
 
 #[backend_extension(Flex)]
@@ -56,7 +59,7 @@ impl FusedLinear for Flex {
             && rows_layout
             && match w.dtype() {
                 DType::BF16 => true,
-                DType::F32 => m < F32_STREAM_ROWS,
+                DType::F32 => m < F32_STREAM_ROWS || crate::matvec::f32_prefill_tiles(),
                 _ => false,
             };
         if !streams {

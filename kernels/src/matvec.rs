@@ -8,7 +8,8 @@
 //! registers with AVX-512), output rows split over rayon's pool. With more activation rows
 //! (prefill) each group of weight rows is widened to f32 once into a scratch buffer and reused
 //! by every activation tile. Sums are kept in f32 over 16 lanes and added up at the end of the
-//! row.
+//! row. Prefill sizes go elsewhere where the CPU allows: bf16 weights to AMX ([`crate::amx`]),
+//! f32 weights to outer-product tiles ([`crate::sgemm`]).
 
 use rayon::prelude::*;
 
@@ -31,6 +32,8 @@ pub trait WeightElem: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
     /// The weights as bf16 bits, when they are.
     fn bf16_bits(w: &[Self]) -> Option<&[u16]>;
+    /// The weights as f32, when they are.
+    fn f32s(w: &[Self]) -> Option<&[f32]>;
 }
 
 impl WeightElem for f32 {
@@ -41,6 +44,9 @@ impl WeightElem for f32 {
     }
     fn bf16_bits(_: &[Self]) -> Option<&[u16]> {
         None
+    }
+    fn f32s(w: &[Self]) -> Option<&[f32]> {
+        Some(w)
     }
 }
 
@@ -53,6 +59,9 @@ impl WeightElem for u16 {
     }
     fn bf16_bits(w: &[Self]) -> Option<&[u16]> {
         Some(w)
+    }
+    fn f32s(_: &[Self]) -> Option<&[f32]> {
+        None
     }
 }
 
@@ -114,10 +123,24 @@ pub fn matmul_wt<W: WeightElem>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: 
         unsafe { rows(x, &w[tiled * k..], out, m, k, n, tiled) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(w) = W::f32s(w).filter(|_| m >= WIDEN_FROM && f32_prefill_tiles()) {
+        // SAFETY: the CPU has the loop's features; the lengths were checked above.
+        unsafe { crate::sgemm::matmul(x, w, out, (m, k, n)) };
+        return;
+    }
     each_task(n, m * n * k < 1 << 15, |j0, j1| {
         // SAFETY: rows j0..j1 of w are in bounds; the task writes y[.., j0..j1] only.
         unsafe { rows(x, &w[j0 * k..j1 * k], out, m, k, n, j0) }
     });
+}
+
+/// Whether f32 weights at prefill sizes have their own loop here ([`crate::sgemm`]).
+pub(crate) fn f32_prefill_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::sgemm::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Whether a product of `m` activation rows `k` wide goes to AMX tiles (bf16 weights): a

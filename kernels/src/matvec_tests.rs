@@ -25,6 +25,12 @@ fn every_shape_equals_the_plain_sum() {
         (9, 48, 21),
         (17, 33, 70),
         (2, 1, 3),
+        // Prefill sizes (the f32 outer-product tiles on AVX-512): whole and partial blocks
+        // of 64 activation rows, inputs past one block of 512, tasks of 96 weight rows.
+        (64, 40, 97),
+        (65, 600, 13),
+        (130, 1100, 7),
+        (20, 517, 200),
     ] {
         let (x, w) = (values(m * k, 1), values(n * k, 2));
         let mut y = vec![f32::NAN; m * n];
