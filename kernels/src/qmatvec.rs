@@ -254,7 +254,7 @@ pub(crate) mod avx512 {
     #[allow(clippy::needless_range_loop)] // indices over register arrays, unrolled
     unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
         x: *const f32,
-        w: *const u8,
+        (w, ahead): (*const u8, *const u8),
         k: usize,
         dist: usize,
         scales: *const f32,
@@ -262,11 +262,7 @@ pub(crate) mod avx512 {
     ) -> [[f32; C]; R] {
         let scheme = if Q4 { Scheme::Q4 } else { Scheme::Q8 };
         let nb = k / BLOCK;
-        let (rb, cb, at) = (
-            scheme.row_bytes(k),
-            scheme.code_bytes(),
-            scheme.codes_at(nb),
-        );
+        let (cb, at) = (scheme.code_bytes(), scheme.codes_at(nb));
         unsafe {
             let zero = _mm512_setzero_ps();
             let mut acc = [[zero; C]; R];
@@ -275,10 +271,10 @@ pub(crate) mod avx512 {
                 let mut wb = [zero; C];
                 for c in 0..C {
                     let row = w.add(c * dist);
-                    // The row two tiles on in this row's stream, its header and codes alike:
-                    // one block's share of the row per block.
-                    let ahead = PREFETCH * rb + b * scheme.block_bytes();
-                    _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(ahead).cast());
+                    // The row two tiles on in this row's stream (`drive`'s `ahead`), its
+                    // header and codes alike: one block's share of the row per block.
+                    let on = ahead.wrapping_add(c * dist + b * scheme.block_bytes());
+                    _mm_prefetch::<_MM_HINT_T0>(on.cast());
                     (wa[c], wb[c]) = codes::<Q4>(row.add(at + b * cb));
                 }
                 if R == 1 {
@@ -357,16 +353,17 @@ pub(crate) mod avx512 {
 
     /// A tile loop over packed rows, for [`drive`].
     pub(crate) trait PackedTiles {
-        /// Dot products of activation rows `i..i + R` with the `C` packed rows at `w` (rows
+        /// Dot products of activation rows `i..i + R` with the `C` packed rows at `w.0` (rows
         /// `dist` bytes apart, each the head of a stream of consecutive rows), whose f32
-        /// scales are at `scales` (rows `stride` apart), before the zero points.
+        /// scales are at `scales` (rows `stride` apart), before the zero points; the rows at
+        /// `w.1` (also `dist` apart) are prefetched.
         ///
         /// # Safety
         /// The rows and scales are there; the CPU has the loop's features.
         unsafe fn tile<const R: usize, const C: usize>(
             &self,
             i: usize,
-            w: *const u8,
+            w: (*const u8, *const u8),
             dist: usize,
             scales: *const f32,
             stride: usize,
@@ -374,6 +371,10 @@ pub(crate) mod avx512 {
 
         /// Activation row `i`'s per-block sums that a Q4 block's `s·z` multiplies.
         fn zero_sums(&self, i: usize) -> *const f32;
+
+        /// How many rows on in its stream a tile's prefetches reach (`ahead` above: the
+        /// first column's row that far on, the others `dist` after it).
+        const AHEAD: usize;
     }
 
     /// Output columns `j0..j0 + rows` of `y` (`[m, n]`) from packed rows, by groups of [`NR`]
@@ -407,13 +408,24 @@ pub(crate) mod avx512 {
                     row_scales::<Q4>(row, nb, &mut scales[c * stride..], &mut sz[c * stride..]);
                 }
                 let wj = w.as_ptr().add(first * rb);
+                // The rows AHEAD on in each stream; past a stream's end, the same stream of
+                // the next task (this thread's next, as rayon splits the rows), whose first
+                // rows would otherwise start cold.
+                let on = first + T::AHEAD;
+                let ahead = if step > 1 && on >= step {
+                    count + on - step
+                } else {
+                    on
+                };
+                let ahead = w.as_ptr().wrapping_add(ahead * rb);
                 let mut i = 0;
                 while i < m {
                     let mr = MR.min(m - i);
                     let mut sums = [[0f32; NR]; MR];
                     macro_rules! fill {
                         ($r:literal, $c:literal) => {{
-                            let tile = t.tile::<$r, $c>(i, wj, dist, scales.as_ptr(), stride);
+                            let tile =
+                                t.tile::<$r, $c>(i, (wj, ahead), dist, scales.as_ptr(), stride);
                             for r in 0..$r {
                                 for c in 0..$c {
                                     sums[r][c] = tile[r][c];
@@ -461,7 +473,7 @@ pub(crate) mod avx512 {
         unsafe fn tile<const R: usize, const C: usize>(
             &self,
             i: usize,
-            w: *const u8,
+            w: (*const u8, *const u8),
             dist: usize,
             scales: *const f32,
             stride: usize,
@@ -469,6 +481,8 @@ pub(crate) mod avx512 {
             let x = self.x[i * self.k..].as_ptr();
             unsafe { tile::<Q4, R, C>(x, w, self.k, dist, scales, stride) }
         }
+
+        const AHEAD: usize = PREFETCH;
 
         #[inline(always)]
         fn zero_sums(&self, i: usize) -> *const f32 {

@@ -87,8 +87,8 @@ impl QuantX {
 unsafe fn tile<const R: usize, const C: usize>(
     x: &QuantX,
     i: usize,
-    w: *const u8,
-    (rb, dist): (usize, usize),
+    (w, ahead): (*const u8, *const u8),
+    dist: usize,
     scales: *const f32,
     stride: usize,
 ) -> [[f32; C]; R] {
@@ -111,9 +111,9 @@ unsafe fn tile<const R: usize, const C: usize>(
                 for c in 0..C {
                     let row = w.add(c * dist);
                     // The row four on in this row's stream: this quad's share of it.
-                    let ahead = row.wrapping_add(4 * rb + q * QUAD * bb);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(2 * bb).cast());
+                    let on = ahead.wrapping_add(c * dist + q * QUAD * bb);
+                    _mm_prefetch::<_MM_HINT_T0>(on.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(on.wrapping_add(2 * bb).cast());
                     let p = row.add(at + q * QUAD * 16).cast();
                     let v = match $mask {
                         Some(mask) => _mm512_maskz_loadu_epi8(mask, p),
@@ -160,7 +160,6 @@ unsafe fn tile<const R: usize, const C: usize>(
 /// The VNNI tiles, for [`crate::qmatvec::avx512::drive`].
 struct VnniTiles<'a> {
     x: &'a QuantX,
-    rb: usize,
 }
 
 impl PackedTiles for VnniTiles<'_> {
@@ -168,13 +167,15 @@ impl PackedTiles for VnniTiles<'_> {
     unsafe fn tile<const R: usize, const C: usize>(
         &self,
         i: usize,
-        w: *const u8,
+        w: (*const u8, *const u8),
         dist: usize,
         scales: *const f32,
         stride: usize,
     ) -> [[f32; C]; R] {
-        unsafe { tile::<R, C>(self.x, i, w, (self.rb, dist), scales, stride) }
+        unsafe { tile::<R, C>(self.x, i, w, dist, scales, stride) }
     }
+
+    const AHEAD: usize = 4;
 
     #[inline(always)]
     fn zero_sums(&self, i: usize) -> *const f32 {
@@ -188,9 +189,6 @@ impl PackedTiles for VnniTiles<'_> {
 /// [`available`]; `out` points at `y` and no other task writes these columns.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
 pub(crate) unsafe fn rows(x: &QuantX, w: &[u8], out: Out, dims: (usize, usize, usize), j0: usize) {
-    let tiles = VnniTiles {
-        x,
-        rb: Scheme::Q4.row_bytes(dims.1),
-    };
+    let tiles = VnniTiles { x };
     unsafe { drive::<_, true>(&tiles, w, out, dims, j0) }
 }
