@@ -62,7 +62,7 @@ fn media(args: &Args) -> TurnMedia {
 
 fn run(
     args: &Args,
-    on_piece: &mut dyn FnMut(usize, &str),
+    on_piece: &mut (dyn FnMut(usize, &str) + Send),
 ) -> Result<(String, (usize, f64, usize, usize))> {
     let loaded = args.model.load()?;
     let plan = sampling(args, &loaded)?;

@@ -28,7 +28,7 @@ struct Args {
 fn run(
     args: &Args,
     lines: impl Iterator<Item = String>,
-    out: &mut dyn FnMut(usize, &str),
+    out: &mut (dyn FnMut(usize, &str) + Send),
 ) -> Result<Json> {
     let loaded = args.model.load()?;
     let mut messages: Vec<Json> = Vec::new();

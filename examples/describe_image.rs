@@ -26,7 +26,7 @@ struct Args {
     max_new_tokens: usize,
 }
 
-fn run(args: &Args, on_piece: &mut dyn FnMut(usize, &str)) -> Result<String> {
+fn run(args: &Args, on_piece: &mut (dyn FnMut(usize, &str) + Send)) -> Result<String> {
     let loaded = args.model.load()?;
     let messages = json!([{"role": "user", "content": [
         {"type": "image", "image": args.image.display().to_string()},

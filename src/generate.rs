@@ -202,8 +202,17 @@ pub fn run_generate(
     )?;
     println!();
     let g = &out[0];
+    let speed = match g.timing {
+        Some(t) if t.decode_steps > 0 => format!(
+            " (prefill {:.2} s, decode {:.1} tokens/s)",
+            t.prefill_seconds,
+            t.steps_per_second()
+        ),
+        Some(t) => format!(" (prefill {:.2} s)", t.prefill_seconds),
+        None => String::new(),
+    };
     eprintln!(
-        "[{} prompt tokens, {} generated, finish: {}]",
+        "[{} prompt tokens, {} generated{speed}, finish: {}]",
         g.prompt_tokens,
         g.tokens.len(),
         g.finish_reason.as_str()

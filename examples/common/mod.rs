@@ -18,7 +18,7 @@ pub fn answer(
     loaded: &nuri::generate::Loaded,
     conversations: &[Json],
     max_new_tokens: usize,
-    on_piece: &mut dyn FnMut(usize, &str),
+    on_piece: &mut (dyn FnMut(usize, &str) + Send),
 ) -> anyhow::Result<Vec<String>> {
     let requests: Vec<GenerationRequest> = conversations
         .iter()

@@ -3,6 +3,8 @@
 //! stopped on its own (EOS / `<|im_end|>`, a stop string, or its token budget), text streamed
 //! piece by piece on UTF-8 boundaries.
 
+use std::time::Instant;
+
 use burn::tensor::Device;
 use nuri_model::NuriModel;
 use serde_json::Value as Json;
@@ -47,6 +49,30 @@ pub struct Generated {
     pub tokens: Vec<u32>,
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
+    /// The call's time, where [`generate`] made it (the server's engine does not).
+    pub timing: Option<Timing>,
+}
+
+/// Where a [`generate`] call's time went, for all its rows together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// From the prompts (and their images and videos) to the first tokens: the prefill.
+    pub prefill_seconds: f64,
+    /// From the first tokens to the last.
+    pub decode_seconds: f64,
+    /// Decode steps after the first tokens (each gives every unfinished row one token).
+    pub decode_steps: usize,
+}
+
+impl Timing {
+    /// Decode steps per second (tokens per second of one row).
+    pub fn steps_per_second(&self) -> f64 {
+        if self.decode_seconds > 0.0 {
+            self.decode_steps as f64 / self.decode_seconds
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Why generation failed.
@@ -130,6 +156,7 @@ impl Row {
             tokens: self.tokens,
             finish_reason: self.finished.unwrap_or(FinishReason::Length),
             prompt_tokens,
+            timing: None,
         }
     }
 
@@ -192,13 +219,14 @@ impl Row {
 }
 
 /// Answers `requests` together. `on_piece(row, text)` receives each row's text as it is
-/// generated, never ending inside a UTF-8 character.
+/// generated, never ending inside a UTF-8 character. The model runs on rayon's pool
+/// ([`nuri_kernels::on_compute_pool`]), so `on_piece` is called from one of its threads.
 pub fn generate(
     model: &NuriModel,
     processor: &Processor,
     requests: &[GenerationRequest],
     device: &Device,
-    on_piece: &mut dyn FnMut(usize, &str),
+    on_piece: &mut (dyn FnMut(usize, &str) + Send),
 ) -> Result<Vec<Generated>, GenerateError> {
     generate_limited(model, processor, requests, device, None, on_piece)
 }
@@ -211,7 +239,7 @@ pub fn generate_limited(
     requests: &[GenerationRequest],
     device: &Device,
     context_length: Option<usize>,
-    on_piece: &mut dyn FnMut(usize, &str),
+    on_piece: &mut (dyn FnMut(usize, &str) + Send),
 ) -> Result<Vec<Generated>, GenerateError> {
     for r in requests {
         r.params.validate().map_err(GenerateError::Params)?;
@@ -242,15 +270,40 @@ pub fn generate_limited(
         return Err(GenerateError::ContextLength { tokens, limit });
     }
     let input = out.to_model_input(device);
-    model
-        .generate(&input, &mut |i, logits| {
+    let start = Instant::now();
+    // The first tokens end the prefill; a step's rows come in order, so a row index not
+    // above the previous one starts the next step.
+    let (mut first, mut last, mut previous): (Option<Instant>, _, Option<usize>) =
+        (None, start, None);
+    let mut steps = 0usize;
+    nuri_kernels::on_compute_pool(|| {
+        model.generate(&input, &mut |i, logits| {
+            let now = Instant::now();
+            if previous.is_none_or(|p| i <= p) {
+                if first.is_none() {
+                    first = Some(now);
+                } else {
+                    steps += 1;
+                }
+            }
+            (previous, last) = (Some(i), now);
             rows[i].next(logits, &eos, &decode, &mut |piece| on_piece(i, piece))
         })
-        .map_err(|e| GenerateError::Model(e.to_string()))?;
+    })
+    .map_err(|e| GenerateError::Model(e.to_string()))?;
+    let first = first.unwrap_or(last);
+    let timing = Timing {
+        prefill_seconds: (first - start).as_secs_f64(),
+        decode_seconds: (last - first).as_secs_f64(),
+        decode_steps: steps,
+    };
     Ok(rows
         .into_iter()
         .zip(prompt_tokens)
-        .map(|(row, prompt_tokens)| row.into_generated(prompt_tokens))
+        .map(|(row, prompt_tokens)| Generated {
+            timing: Some(timing),
+            ..row.into_generated(prompt_tokens)
+        })
         .collect())
 }
 

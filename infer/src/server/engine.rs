@@ -195,9 +195,13 @@ impl Engine {
 
     fn serve(&mut self) {
         while self.receive() {
-            self.admit();
-            self.advance_prefill();
-            self.step();
+            // On rayon's pool, so that the step's parallel loops are the pool's own work
+            // (see `on_compute_pool`); waiting for requests stays on this thread.
+            nuri_kernels::on_compute_pool(|| {
+                self.admit();
+                self.advance_prefill();
+                self.step();
+            });
             self.publish();
         }
     }
