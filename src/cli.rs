@@ -53,6 +53,46 @@ impl SamplingArgs {
     }
 }
 
+/// Keyword arguments for the chat template, shared by `generate` and `chat`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TemplateArgs {
+    /// Thinking mode on (`enable_thinking=true`), for templates with one (EXAONE 4.5,
+    /// HyperCLOVA X Think, Qwen3).
+    #[arg(long, conflicts_with = "no_think")]
+    think: bool,
+    /// Thinking mode off (`enable_thinking=false`).
+    #[arg(long)]
+    no_think: bool,
+    /// Any other template argument, KEY=VALUE (repeatable); VALUE is read as JSON when it is
+    /// JSON (`true`, `3`, `"text"`), else as text.
+    #[arg(long = "template-arg", value_name = "KEY=VALUE", value_parser = template_arg)]
+    template_args: Vec<(String, serde_json::Value)>,
+}
+
+impl TemplateArgs {
+    /// The arguments as the template receives them (`--think`/`--no-think` over a
+    /// `--template-arg enable_thinking=…`).
+    pub fn kwargs(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map: serde_json::Map<_, _> = self.template_args.iter().cloned().collect();
+        if self.think || self.no_think {
+            map.insert("enable_thinking".into(), self.think.into());
+        }
+        map
+    }
+}
+
+/// `KEY=VALUE` → the key and VALUE as JSON (or as text when it is not JSON).
+fn template_arg(s: &str) -> Result<(String, serde_json::Value), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            let value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+            Ok((key.trim().to_string(), value))
+        }
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
 /// Where the model comes from and on which device it runs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -363,5 +403,56 @@ impl TrainArgs {
         );
         println!("model: {}", summary.final_dir.display());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use serde_json::json;
+
+    use super::TemplateArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        template: TemplateArgs,
+    }
+
+    fn kwargs(args: &[&str]) -> Result<serde_json::Map<String, serde_json::Value>, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("nuri").chain(args.iter().copied()))?;
+        Ok(cli.template.kwargs())
+    }
+
+    #[test]
+    fn thinking_flags_and_template_arguments_become_keyword_arguments() {
+        assert!(kwargs(&[]).unwrap().is_empty());
+        assert_eq!(
+            kwargs(&["--think"]).unwrap()["enable_thinking"],
+            json!(true)
+        );
+        assert_eq!(
+            kwargs(&["--no-think"]).unwrap()["enable_thinking"],
+            json!(false)
+        );
+        let k = kwargs(&[
+            "--template-arg",
+            "add_vision_id=true",
+            "--template-arg",
+            "reasoning_effort=high",
+            "--template-arg",
+            "enable_thinking=true",
+            "--no-think",
+        ])
+        .unwrap();
+        assert_eq!(k["add_vision_id"], json!(true));
+        assert_eq!(k["reasoning_effort"], json!("high"));
+        // The flag wins over the same key given as an argument.
+        assert_eq!(k["enable_thinking"], json!(false));
+        // Errors: both flags, no `=`, an empty key.
+        assert!(kwargs(&["--think", "--no-think"]).is_err());
+        let e = kwargs(&["--template-arg", "enable_thinking"]).unwrap_err();
+        assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+        assert!(kwargs(&["--template-arg", "=1"]).is_err());
     }
 }

@@ -90,6 +90,7 @@ pub fn score_file(
                     max_new_tokens,
                     ..Default::default()
                 },
+                template_kwargs: Default::default(),
             });
             let line = sample
                 .origin

@@ -13,7 +13,7 @@ use nuri_model::{LoadOptions, LoadReport, NuriModel};
 use nuri_processor::Processor;
 use serde_json::{Value as Json, json};
 
-use crate::cli::{ModelArgs, SamplingArgs};
+use crate::cli::{ModelArgs, SamplingArgs, TemplateArgs};
 
 /// A model and its processor, loaded from a directory.
 pub struct Loaded {
@@ -139,6 +139,8 @@ pub struct GenerateArgs {
     prompt: String,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    template: TemplateArgs,
 }
 
 impl GenerateArgs {
@@ -152,7 +154,8 @@ impl GenerateArgs {
             text_first: self.text_first,
             ..Default::default()
         };
-        run_generate(&loaded, &media, &self.prompt, self.sampling.params())
+        let request = (self.sampling.params(), self.template.kwargs());
+        run_generate(&loaded, &media, &self.prompt, request)
     }
 }
 
@@ -167,6 +170,8 @@ pub struct ChatArgs {
     max_pixels: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    template: TemplateArgs,
 }
 
 impl ChatArgs {
@@ -177,23 +182,31 @@ impl ChatArgs {
             max_pixels: self.max_pixels,
             ..Default::default()
         };
-        run_chat(&loaded, self.sampling.params(), &media)
+        let request = (self.sampling.params(), self.template.kwargs());
+        run_chat(&loaded, request, &media)
     }
 }
+
+/// A request's settings: how to sample, and the chat template's keyword arguments.
+pub type RequestSettings = (SamplingParams, serde_json::Map<String, Json>);
 
 /// Answers one question, printing the answer as it streams.
 pub fn run_generate(
     loaded: &Loaded,
     media: &TurnMedia,
     prompt: &str,
-    params: SamplingParams,
+    (params, template_kwargs): RequestSettings,
 ) -> Result<()> {
     let messages = json!([user_message(media, prompt)]);
     let mut stdout = std::io::stdout();
     let out = generate(
         &loaded.model,
         &loaded.processor,
-        &[GenerationRequest { messages, params }],
+        &[GenerationRequest {
+            messages,
+            params,
+            template_kwargs,
+        }],
         &loaded.device,
         &mut |_, piece| {
             let _ = write!(stdout, "{piece}");
@@ -221,7 +234,11 @@ pub fn run_generate(
 }
 
 /// An interactive conversation on stdin/stdout.
-pub fn run_chat(loaded: &Loaded, params: SamplingParams, media_template: &TurnMedia) -> Result<()> {
+pub fn run_chat(
+    loaded: &Loaded,
+    (params, template_kwargs): RequestSettings,
+    media_template: &TurnMedia,
+) -> Result<()> {
     let mut messages: Vec<Json> = Vec::new();
     let mut pending = TurnMedia {
         fps: media_template.fps,
@@ -274,6 +291,7 @@ pub fn run_chat(loaded: &Loaded, params: SamplingParams, media_template: &TurnMe
         let request = GenerationRequest {
             messages: Json::Array(messages.clone()),
             params: params.clone(),
+            template_kwargs: template_kwargs.clone(),
         };
         let result = generate(
             &loaded.model,

@@ -28,6 +28,7 @@ pub fn answer(
                 max_new_tokens,
                 ..SamplingParams::default()
             },
+            template_kwargs: Default::default(),
         })
         .collect();
     let out = generate(

@@ -20,6 +20,9 @@ pub struct GenerationRequest {
     /// OpenAI-style messages; the answer continues after the generation prompt.
     pub messages: Json,
     pub params: SamplingParams,
+    /// Keyword arguments for this request's chat template (`enable_thinking`, …; vLLM's
+    /// `chat_template_kwargs`), over the processor's own.
+    pub template_kwargs: serde_json::Map<String, Json>,
 }
 
 /// Why a row stopped.
@@ -245,7 +248,8 @@ pub fn generate_limited(
         r.params.validate().map_err(GenerateError::Params)?;
     }
     let conversations: Vec<Json> = requests.iter().map(|r| r.messages.clone()).collect();
-    let out = processor.process(&conversations, true, PaddingSide::Left)?;
+    let kwargs: Vec<_> = requests.iter().map(|r| r.template_kwargs.clone()).collect();
+    let out = processor.process_with(&conversations, &kwargs, true, PaddingSide::Left)?;
     let s = out.seq_len;
     let tokenizer = &processor.tokenizer;
     let eos = tokenizer.special.eos.clone();

@@ -40,6 +40,7 @@ fn request(text: &str, image: bool, params: SamplingParams) -> GenerationRequest
     GenerationRequest {
         messages: json!([{"role": "user", "content": content}]),
         params,
+        template_kwargs: Default::default(),
     }
 }
 
@@ -172,4 +173,64 @@ fn a_stop_string_ends_the_answer_before_it() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("top_p"), "{err}");
+}
+
+/// A request's template keyword arguments reach its own row's rendering only: Qwen2-VL's
+/// template numbers pictures ("Picture 1: ") under `add_vision_id`.
+#[test]
+fn template_arguments_reach_their_own_request() {
+    let (model, processor, device) = setup();
+    let plain = request("What is in this picture?", true, greedy(2));
+    let mut numbered = plain.clone();
+    numbered
+        .template_kwargs
+        .insert("add_vision_id".into(), json!(true));
+    let out = generate(
+        &model,
+        &processor,
+        &[plain, numbered],
+        &device,
+        &mut |_, _| {},
+    )
+    .expect("generates");
+    let rendered = processor
+        .render_with(
+            &json!([{"role": "user", "content": [
+                {"type": "image", "image": "images/rgb_odd.png"},
+                {"type": "text", "text": "What is in this picture?"}]}]),
+            true,
+            &serde_json::Map::from_iter([("add_vision_id".to_string(), json!(true))]),
+        )
+        .expect("renders");
+    assert!(rendered.contains("Picture 1: "), "{rendered}");
+    let added = processor
+        .tokenizer
+        .encode("Picture 1: ")
+        .expect("encodes")
+        .len();
+    assert_eq!(out[1].prompt_tokens, out[0].prompt_tokens + added);
+    // Each answer says how long its call took.
+    let timing = out[0].timing.expect("generate times its calls");
+    assert_eq!(timing.decode_steps, 1);
+    assert!(timing.prefill_seconds > 0.0);
+}
+
+/// A token id past the model's vocabulary (a tokenizer from another checkpoint) is an
+/// error that names both, not a panic in the embedding lookup.
+#[test]
+fn a_token_past_the_vocabulary_is_an_error() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let (model, _, device) = setup();
+    let vocab = model.model.language_model.embed_tokens.weight.dims()[0];
+    let ids =
+        Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, vocab as i64], [1, 2]), &device);
+    let input = nuri_model::MultimodalInput::text(ids, None);
+    let err = model
+        .generate(&input, &mut |_, _| None)
+        .expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains(&vocab.to_string()) && message.contains("token id"),
+        "{message}"
+    );
 }

@@ -58,6 +58,13 @@ fn completions_plain_streamed_with_an_image_and_32_at_once() {
         v["usage"]["prompt_tokens"].as_u64().expect("usage") > 20,
         "the image's tokens count"
     );
+    // vLLM's `chat_template_kwargs` reach the template: Qwen2-VL's numbers the picture.
+    let mut numbered = image.clone();
+    numbered["chat_template_kwargs"] = json!({"add_vision_id": true});
+    let (status, n) = chat(addr, &numbered);
+    assert_eq!(status, 200, "{n}");
+    let tokens = |v: &Value| v["usage"]["prompt_tokens"].as_u64().expect("usage");
+    assert!(tokens(&n) > tokens(&v), "{n} against {v}");
 
     let started = Instant::now();
     let handles: Vec<_> = (0..32)
@@ -109,6 +116,7 @@ fn bad_requests_get_openai_errors_with_their_status() {
         ("a body over the limit", vec![b' '; 2 << 20], 413, "request_too_large"),
         ("no messages", json!({"model": "nuri"}).to_string().into_bytes(), 400, "invalid_value"),
         ("bad top_p", json!({"top_p": 0, "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes(), 400, "invalid_value"),
+        ("template arguments not an object", json!({"chat_template_kwargs": true, "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes(), 400, "invalid_type"),
     ];
     for (name, body, want_status, want_code) in cases {
         let (status, text) = http(addr, "POST", "/v1/chat/completions", &body);

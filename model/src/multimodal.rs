@@ -36,6 +36,11 @@ pub enum ModelError {
         family: &'static str,
         kind: &'static str,
     },
+    #[error(
+        "the input has token id {id}, but the model's vocabulary has {vocab} tokens \
+         (a tokenizer from another checkpoint?)"
+    )]
+    TokenOutOfVocabulary { id: i64, vocab: usize },
 }
 
 /// The whole model's configuration: the family, the language model, the vision tower (none
@@ -425,6 +430,10 @@ impl NuriModel {
         let [b, s] = input.input_ids.dims();
         let device = input.input_ids.device();
         let ids = int_vec(input.input_ids.clone());
+        let vocab = self.model.language_model.embed_tokens.weight.dims()[0];
+        if let Some(&id) = ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
+            return Err(ModelError::TokenOutOfVocabulary { id, vocab });
+        }
         let mask = input.attention_mask.clone().map(int_vec);
         let index = rope_index(
             &ids,

@@ -280,9 +280,21 @@ impl Processor {
         messages: &Json,
         add_generation_prompt: bool,
     ) -> Result<String, ProcessorError> {
+        self.render_with(messages, add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// [`Processor::render`] with keyword arguments for this rendering only (a request's
+    /// `chat_template_kwargs`), over [`Processor::template_kwargs`].
+    pub fn render_with(
+        &self,
+        messages: &Json,
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, Json>,
+    ) -> Result<String, ProcessorError> {
         let mut extra = self.tokenizer.template_tokens.clone();
         extra.insert("add_vision_id".into(), Json::Bool(false));
         extra.extend(self.template_kwargs.clone());
+        extra.extend(kwargs.clone());
         let messages = crate::messages::canonical_parts(messages, self.family);
         let messages = crate::messages::parts_for_template(&messages, self.family)?;
         self.template
@@ -297,14 +309,28 @@ impl Processor {
         add_generation_prompt: bool,
         padding: PaddingSide,
     ) -> Result<ProcessorOutput, ProcessorError> {
+        self.process_with(conversations, &[], add_generation_prompt, padding)
+    }
+
+    /// [`Processor::process`] with each conversation's own template keyword arguments
+    /// (`kwargs[i]` for conversation `i`; none past the end of `kwargs`).
+    pub fn process_with(
+        &self,
+        conversations: &[Json],
+        kwargs: &[serde_json::Map<String, Json>],
+        add_generation_prompt: bool,
+        padding: PaddingSide,
+    ) -> Result<ProcessorOutput, ProcessorError> {
+        let none = serde_json::Map::new();
         let mut texts = Vec::with_capacity(conversations.len());
         let mut media = Vec::new();
         for (i, conversation) in conversations.iter().enumerate() {
             let in_conv = |e: ProcessorError| e.in_conversation(Some(i));
             let canonical = crate::messages::canonical_parts(conversation, self.family);
             media.extend(media_items(&canonical, &self.media_root).map_err(in_conv)?);
+            let kwargs = kwargs.get(i).unwrap_or(&none);
             texts.push(
-                self.render(conversation, add_generation_prompt)
+                self.render_with(conversation, add_generation_prompt, kwargs)
                     .map_err(in_conv)?,
             );
         }

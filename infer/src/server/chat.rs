@@ -136,8 +136,9 @@ async fn process(
         .map_err(|_| shutting_down())?;
     let processor = state.processor.clone();
     let messages = request.messages.clone();
+    let kwargs = request.template_kwargs.clone();
     let work = tokio::task::spawn_blocking(move || {
-        let out = processor.process(&[messages], true, PaddingSide::Left);
+        let out = processor.process_with(&[messages], &[kwargs], true, PaddingSide::Left);
         drop(permit);
         out
     });
@@ -254,8 +255,24 @@ pub(super) fn parse_chat(options: &ServeOptions, body: &[u8]) -> Result<ChatRequ
             .with_param("stream_options"));
         }
     };
+    // vLLM's field: keyword arguments for the chat template (`enable_thinking`, …).
+    let template_kwargs = match body.get("chat_template_kwargs") {
+        None | Some(Json::Null) => serde_json::Map::new(),
+        Some(Json::Object(o)) => o.clone(),
+        Some(other) => {
+            return Err(ApiError::bad(
+                "invalid_type",
+                format!("`chat_template_kwargs` must be an object, got {other}"),
+            )
+            .with_param("chat_template_kwargs"));
+        }
+    };
     Ok(ChatRequest {
-        request: GenerationRequest { messages, params },
+        request: GenerationRequest {
+            messages,
+            params,
+            template_kwargs,
+        },
         stream: flag(&body, "stream")?,
         include_usage,
     })
