@@ -3,6 +3,7 @@
 //! `nuri-processor`; the model is `nuri-model`'s.
 
 pub mod generate;
+pub mod reasoning;
 pub mod sampling;
 pub mod server;
 
