@@ -34,6 +34,41 @@ impl Markers {
     }
 }
 
+/// The thinking markers where the tokenizer has each as one token (the reasoning families'
+/// tokenizers do), with their ids `[start, end]`.
+pub fn tokenizer_markers(tokenizer: &nuri_processor::TextTokenizer) -> Option<(Markers, [u32; 2])> {
+    let m = Markers::default();
+    let ids = [
+        tokenizer.tokenizer.token_to_id(&m.start)?,
+        tokenizer.tokenizer.token_to_id(&m.end)?,
+    ];
+    Some((m, ids))
+}
+
+/// The text of `ids` without special tokens, except the thinking markers, which stay as their
+/// text: EXAONE 4.5's are special tokens, and dropping them would leave no place to split.
+pub fn decode_keeping_markers(
+    tokenizer: &nuri_processor::TextTokenizer,
+    ids: &[u32],
+    markers: Option<&(Markers, [u32; 2])>,
+) -> String {
+    let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
+    let Some((m, [start, end])) = markers else {
+        return decode(ids);
+    };
+    let mut text = String::new();
+    for segment in ids.split_inclusive(|t| t == start || t == end) {
+        match segment.split_last() {
+            Some((t, body)) if t == start || t == end => {
+                text.push_str(&decode(body));
+                text.push_str(if t == start { &m.start } else { &m.end });
+            }
+            _ => text.push_str(&decode(segment)),
+        }
+    }
+    text
+}
+
 /// A piece of a split answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {

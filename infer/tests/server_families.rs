@@ -6,11 +6,11 @@
 mod common;
 
 use common::{ask, chat, data_url, fixtures, http, server_with};
-use nuri_infer::server::ServeOptions;
+use nuri_infer::server::{ServeOptions, Server};
 use nuri_processor::Processor;
 use serde_json::{Value, json};
 
-fn serve_family(family: &str, tokenizer_family: &str) {
+fn family_server(family: &str, tokenizer_family: &str) -> (Server, bool) {
     let processor = Processor::from_dir(
         &fixtures()
             .join("families")
@@ -28,7 +28,14 @@ fn serve_family(family: &str, tokenizer_family: &str) {
     let config = processor.fit_config(config);
     let processor = processor.for_model(&config);
     let vision = config.vision.is_some();
-    let server = server_with(config, processor, ServeOptions::default());
+    (
+        server_with(config, processor, ServeOptions::default()),
+        vision,
+    )
+}
+
+fn serve_family(family: &str, tokenizer_family: &str) {
+    let (server, vision) = family_server(family, tokenizer_family);
     let addr = server.addr;
 
     let (status, plain) = chat(addr, &ask("안녕하세요? 한 문장으로 답해 주세요."));
@@ -85,4 +92,55 @@ fn hyperclovax_vision_v2_serves() {
 fn text_families_serve_and_refuse_images() {
     serve_family("exaone4", "exaone4_5");
     serve_family("hyperclovax", "hyperclovax_vision_v2");
+}
+
+/// A hybrid reasoning model (EXAONE 4.5's tokenizer and template): with thinking on, the
+/// template opens the block in the prompt, so the (random) answer is reasoning up to an end
+/// marker; `reasoning_content` carries it, plain and streamed alike; with thinking off there
+/// is no block.
+#[test]
+fn thinking_goes_to_reasoning_content() {
+    let (server, _) = family_server("exaone4_5", "exaone4_5");
+    let addr = server.addr;
+    let asked = |think: bool| {
+        let mut body = ask("2 더하기 2는?");
+        body["max_tokens"] = json!(12);
+        body["chat_template_kwargs"] = json!({"enable_thinking": think});
+        body
+    };
+    let (status, on) = chat(addr, &asked(true));
+    assert_eq!(status, 200, "{on}");
+    let message = &on["choices"][0]["message"];
+    let reasoning = message["reasoning_content"].as_str().expect("reasoning");
+    assert!(!reasoning.is_empty(), "{on}");
+    assert!(!reasoning.contains("</think>"), "{on}");
+    let content = message["content"].as_str().expect("content");
+
+    // Streamed: the deltas add up to the same two texts.
+    let mut body = asked(true);
+    body["stream"] = json!(true);
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (mut r, mut c) = (String::new(), String::new());
+    for event in text.split("\n\n").filter(|e| e.starts_with("data: {")) {
+        let v: Value = serde_json::from_str(&event["data: ".len()..]).expect("json");
+        let delta = &v["choices"][0]["delta"];
+        r.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
+        c.push_str(delta["content"].as_str().unwrap_or(""));
+    }
+    assert_eq!((r.as_str(), c.as_str()), (reasoning, content));
+
+    let (status, off) = chat(addr, &asked(false));
+    assert_eq!(status, 200, "{off}");
+    assert!(
+        off["choices"][0]["message"]["reasoning_content"].is_null(),
+        "{off}"
+    );
+    assert!(off["usage"]["prompt_tokens"].as_u64() != on["usage"]["prompt_tokens"].as_u64());
+    server.stop().expect("stops");
 }

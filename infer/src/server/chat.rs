@@ -16,6 +16,7 @@ use super::engine::{Event, Job, QueueSlot};
 use super::request::{ApiError, convert_messages, from_generate, params, unix_now};
 use super::{AppState, ServeOptions};
 use crate::generate::{GenerateError, Generated, GenerationRequest};
+use crate::reasoning::{Markers, Part, ReasoningSplit};
 use nuri_processor::PaddingSide;
 
 pub(super) async fn chat_completions(
@@ -38,11 +39,24 @@ pub(super) async fn handle_chat(state: &AppState, request: Request) -> Result<Re
     let chat = parse_chat(&state.options, &body)?;
     let slot = take_queue_slot(state)?;
     let (job, rx) = process(state, chat.request, slot).await?;
+    // A model with thinking markers answers with `reasoning_content` beside `content`; the
+    // answer starts inside a block when the generation prompt opened one.
+    let reasoning = crate::reasoning::tokenizer_markers(&state.processor.tokenizer).map(|found| {
+        let tail = &job.prompt[job.prompt.len().saturating_sub(8)..];
+        let text = crate::reasoning::decode_keeping_markers(
+            &state.processor.tokenizer,
+            tail,
+            Some(&found),
+        );
+        let inside = found.0.opened_by(&text);
+        (found.0, inside)
+    });
     state.jobs.send(job).map_err(|_| shutting_down())?;
     let reply = Reply {
         id: format!("chatcmpl-{:x}", rand_id()),
         created: unix_now(),
         model: state.options.model_name.clone(),
+        reasoning,
     };
     if chat.stream {
         Ok(respond_sse(rx, reply, chat.include_usage))
@@ -283,6 +297,8 @@ pub(super) struct Reply {
     id: String,
     created: u64,
     model: String,
+    /// The model's thinking markers, and whether the answer starts inside a block.
+    reasoning: Option<(Markers, bool)>,
 }
 
 /// OpenAI's `usage` object of an answer.
@@ -301,10 +317,16 @@ pub(super) async fn respond_json(
             Event::Piece(_) => {}
             Event::Error(e) => return Err(e),
             Event::Done(g) => {
+                let mut message = json!({"role": "assistant", "content": g.text});
+                if let Some((markers, inside)) = reply.reasoning {
+                    let (reasoning, content) = ReasoningSplit::split(markers, inside, &g.text);
+                    message["content"] = json!(content);
+                    message["reasoning_content"] = json!(reasoning);
+                }
                 let body = json!({
                     "id": reply.id, "object": "chat.completion", "created": reply.created,
                     "model": reply.model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                    "choices": [{"index": 0, "message": message,
                                  "logprobs": null, "finish_reason": g.finish_reason.as_str()}],
                     "usage": usage(&g),
                 });
@@ -334,27 +356,43 @@ pub(super) fn respond_sse(
     };
     let first = chunk(json!({"role": "assistant", "content": ""}), None);
     let sse = |v: &Json| Bytes::from(format!("data: {v}\n\n"));
+    // The answer's text as deltas: `reasoning_content` and `content` apart (vLLM's fields)
+    // for a model with thinking markers, all `content` otherwise.
+    let split = reply
+        .reasoning
+        .map(|(markers, inside)| ReasoningSplit::new(markers, inside));
     let stream = futures_util::stream::unfold(
-        (Some(first), false, rx, chunk),
-        move |(first, finished, mut rx, chunk)| async move {
+        (Some(first), false, rx, chunk, split),
+        move |(first, finished, mut rx, chunk, mut split)| async move {
             if let Some(first) = first {
                 return Some((
                     Ok::<Bytes, std::convert::Infallible>(sse(&first)),
-                    (None, false, rx, chunk),
+                    (None, false, rx, chunk, split),
                 ));
             }
             if finished {
                 return None;
             }
             let (bytes, finished) = match rx.recv().await? {
-                Event::Piece(p) => (sse(&chunk(json!({"content": p}), None)), false),
+                Event::Piece(p) => {
+                    let parts = match &mut split {
+                        Some(s) => s.push(&p),
+                        None => vec![Part::Content(p)],
+                    };
+                    (Bytes::from(deltas(parts, &chunk)), false)
+                }
                 Event::Done(g) => {
+                    let rest = split
+                        .as_mut()
+                        .map(ReasoningSplit::finish)
+                        .unwrap_or_default();
                     let mut last = chunk(json!({}), Some(g.finish_reason.as_str()));
                     if include_usage {
                         last["usage"] = usage(&g);
                     }
+                    let rest = deltas(rest, &chunk);
                     (
-                        Bytes::from(format!("data: {last}\n\ndata: [DONE]\n\n")),
+                        Bytes::from(format!("{rest}data: {last}\n\ndata: [DONE]\n\n")),
                         true,
                     )
                 }
@@ -363,7 +401,7 @@ pub(super) fn respond_sse(
                     true,
                 ),
             };
-            Some((Ok(bytes), (None, finished, rx, chunk)))
+            Some((Ok(bytes), (None, finished, rx, chunk, split)))
         },
     );
     Response::builder()
@@ -371,6 +409,20 @@ pub(super) fn respond_sse(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(stream))
         .expect("valid response")
+}
+
+/// Server-sent events of `parts`, one chunk each.
+fn deltas(parts: Vec<Part>, chunk: &impl Fn(Json, Option<&str>) -> Json) -> String {
+    parts
+        .into_iter()
+        .map(|part| {
+            let delta = match part {
+                Part::Reasoning(r) => json!({"reasoning_content": r}),
+                Part::Content(c) => json!({"content": c}),
+            };
+            format!("data: {}\n\n", chunk(delta, None))
+        })
+        .collect()
 }
 
 pub(super) fn rand_id() -> u64 {

@@ -337,7 +337,11 @@ impl Engine {
         }
         let tokenizer = &self.processor.tokenizer;
         let eos = &tokenizer.special.eos;
-        let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
+        // The thinking markers stay in the text, for the reasoning split (`chat.rs`).
+        let markers = crate::reasoning::tokenizer_markers(tokenizer);
+        let decode = |ids: &[u32]| {
+            crate::reasoning::decode_keeping_markers(tokenizer, ids, markers.as_ref())
+        };
         let mut keep = Vec::with_capacity(self.active.len());
         let mut feed = Vec::with_capacity(self.active.len());
         for (i, a) in self.active.iter_mut().enumerate() {
