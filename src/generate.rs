@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use nuri_infer::SamplingParams;
-use nuri_infer::generate::{GenerationRequest, generate};
+use nuri_infer::generate::{GenerationRequest, generate_parts};
+use nuri_infer::reasoning::Part;
 use nuri_model::{LoadOptions, LoadReport, NuriModel};
 use nuri_processor::Processor;
 use serde_json::{Value as Json, json};
@@ -141,6 +142,9 @@ pub struct GenerateArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     template: TemplateArgs,
+    /// Print a reasoning model's thinking (dimmed on a terminal) instead of hiding it.
+    #[arg(long)]
+    show_thinking: bool,
 }
 
 impl GenerateArgs {
@@ -155,7 +159,7 @@ impl GenerateArgs {
             ..Default::default()
         };
         let request = (self.sampling.params(), self.template.kwargs());
-        run_generate(&loaded, &media, &self.prompt, request)
+        run_generate(&loaded, &media, &self.prompt, request, self.show_thinking)
     }
 }
 
@@ -172,6 +176,9 @@ pub struct ChatArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     template: TemplateArgs,
+    /// Print a reasoning model's thinking (dimmed on a terminal) instead of hiding it.
+    #[arg(long)]
+    show_thinking: bool,
 }
 
 impl ChatArgs {
@@ -183,12 +190,58 @@ impl ChatArgs {
             ..Default::default()
         };
         let request = (self.sampling.params(), self.template.kwargs());
-        run_chat(&loaded, request, &media)
+        run_chat(&loaded, request, &media, self.show_thinking)
     }
 }
 
 /// A request's settings: how to sample, and the chat template's keyword arguments.
 pub type RequestSettings = (SamplingParams, serde_json::Map<String, Json>);
+
+/// Prints an answer's parts as they stream: the content, and the reasoning dimmed (on a
+/// terminal) when `show`; counts what it hides.
+struct Printer {
+    show: bool,
+    dim: bool,
+    hidden: usize,
+}
+
+impl Printer {
+    fn new(show: bool) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            show,
+            dim: std::io::stdout().is_terminal(),
+            hidden: 0,
+        }
+    }
+
+    fn part(&mut self, part: Part) {
+        let mut stdout = std::io::stdout();
+        match part {
+            Part::Content(text) => {
+                let _ = write!(stdout, "{text}");
+            }
+            Part::Reasoning(text) if self.show && self.dim => {
+                let _ = write!(stdout, "\x1b[2m{text}\x1b[0m");
+            }
+            Part::Reasoning(text) if self.show => {
+                let _ = write!(stdout, "{text}");
+            }
+            Part::Reasoning(text) => self.hidden += text.chars().count(),
+        }
+        let _ = stdout.flush();
+    }
+
+    /// A note on stderr of the reasoning it hid, if any.
+    fn finish(&self) {
+        if self.hidden > 0 {
+            eprintln!(
+                "[thinking hidden: {} characters; --show-thinking prints it]",
+                self.hidden
+            );
+        }
+    }
+}
 
 /// Answers one question, printing the answer as it streams.
 pub fn run_generate(
@@ -196,10 +249,11 @@ pub fn run_generate(
     media: &TurnMedia,
     prompt: &str,
     (params, template_kwargs): RequestSettings,
+    show_thinking: bool,
 ) -> Result<()> {
     let messages = json!([user_message(media, prompt)]);
-    let mut stdout = std::io::stdout();
-    let out = generate(
+    let mut printer = Printer::new(show_thinking);
+    let out = generate_parts(
         &loaded.model,
         &loaded.processor,
         &[GenerationRequest {
@@ -208,12 +262,11 @@ pub fn run_generate(
             template_kwargs,
         }],
         &loaded.device,
-        &mut |_, piece| {
-            let _ = write!(stdout, "{piece}");
-            let _ = stdout.flush();
-        },
+        None,
+        &mut |_, part| printer.part(part),
     )?;
     println!();
+    printer.finish();
     let g = &out[0];
     let speed = match g.timing {
         Some(t) if t.decode_steps > 0 => format!(
@@ -238,6 +291,7 @@ pub fn run_chat(
     loaded: &Loaded,
     (params, template_kwargs): RequestSettings,
     media_template: &TurnMedia,
+    show_thinking: bool,
 ) -> Result<()> {
     let mut messages: Vec<Json> = Vec::new();
     let mut pending = TurnMedia {
@@ -247,7 +301,6 @@ pub fn run_chat(
     };
     eprintln!("nuri chat — /image PATH, /video PATH (attach to your next message), /reset, /exit");
     let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
     loop {
         eprint!("> ");
         let mut line = String::new();
@@ -293,17 +346,17 @@ pub fn run_chat(
             params: params.clone(),
             template_kwargs: template_kwargs.clone(),
         };
-        let result = generate(
+        let mut printer = Printer::new(show_thinking);
+        let result = generate_parts(
             &loaded.model,
             &loaded.processor,
             &[request],
             &loaded.device,
-            &mut |_, piece| {
-                let _ = write!(stdout, "{piece}");
-                let _ = stdout.flush();
-            },
+            None,
+            &mut |_, part| printer.part(part),
         );
         println!();
+        printer.finish();
         match result {
             Ok(out) => messages.push(json!({"role": "assistant", "content": out[0].text})),
             Err(e) => {

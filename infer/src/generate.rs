@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use nuri_model::NuriModel;
 use serde_json::Value as Json;
 
+use crate::reasoning::{Part, ReasoningSplit, decode_keeping_markers};
 use crate::sampling::{Sampler, SamplingParams, StreamDecoder};
 use nuri_processor::{PaddingSide, Processor};
 
@@ -54,6 +55,9 @@ pub struct Generated {
     pub prompt_tokens: usize,
     /// The call's time, where [`generate`] made it (the server's engine does not).
     pub timing: Option<Timing>,
+    /// The answer's reasoning block, where the model has thinking markers and [`generate`]
+    /// split it off (`text` is then what came after it).
+    pub reasoning: Option<String>,
 }
 
 /// Where a [`generate`] call's time went, for all its rows together.
@@ -160,6 +164,7 @@ impl Row {
             finish_reason: self.finished.unwrap_or(FinishReason::Length),
             prompt_tokens,
             timing: None,
+            reasoning: None,
         }
     }
 
@@ -235,7 +240,7 @@ pub fn generate(
 }
 
 /// [`generate`], refusing prompts longer than `context_length` tokens (before any work on
-/// the model).
+/// the model). A model's reasoning (see [`generate_parts`]) is not streamed.
 pub fn generate_limited(
     model: &NuriModel,
     processor: &Processor,
@@ -243,6 +248,33 @@ pub fn generate_limited(
     device: &Device,
     context_length: Option<usize>,
     on_piece: &mut (dyn FnMut(usize, &str) + Send),
+) -> Result<Vec<Generated>, GenerateError> {
+    let mut on_part = |row: usize, part: Part| {
+        if let Part::Content(text) = part {
+            on_piece(row, &text);
+        }
+    };
+    generate_parts(
+        model,
+        processor,
+        requests,
+        device,
+        context_length,
+        &mut on_part,
+    )
+}
+
+/// [`generate_limited`], streaming each row's reasoning and content apart: for a model whose
+/// tokenizer has thinking markers ([`crate::reasoning`]), the text inside a reasoning block
+/// (which the generation prompt may have opened) comes as [`Part::Reasoning`], and each
+/// [`Generated`] has it as `reasoning`, its `text` being the content after it.
+pub fn generate_parts(
+    model: &NuriModel,
+    processor: &Processor,
+    requests: &[GenerationRequest],
+    device: &Device,
+    context_length: Option<usize>,
+    on_part: &mut (dyn FnMut(usize, Part) + Send),
 ) -> Result<Vec<Generated>, GenerateError> {
     for r in requests {
         r.params.validate().map_err(GenerateError::Params)?;
@@ -253,7 +285,8 @@ pub fn generate_limited(
     let s = out.seq_len;
     let tokenizer = &processor.tokenizer;
     let eos = tokenizer.special.eos.clone();
-    let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
+    let markers = crate::reasoning::tokenizer_markers(tokenizer);
+    let decode = |ids: &[u32]| decode_keeping_markers(tokenizer, ids, markers.as_ref());
     let mut rows: Vec<Row> = requests
         .iter()
         .enumerate()
@@ -273,6 +306,16 @@ pub fn generate_limited(
     {
         return Err(GenerateError::ContextLength { tokens, limit });
     }
+    // Each row's split, starting inside a block where its prompt opened one.
+    let mut splits: Vec<Option<(ReasoningSplit, bool)>> = rows
+        .iter()
+        .map(|row| {
+            let (m, _) = markers.as_ref()?;
+            let tail = &row.seen[row.seen.len().saturating_sub(8)..];
+            let inside = m.opened_by(&decode(tail));
+            Some((ReasoningSplit::new(m.clone(), inside), inside))
+        })
+        .collect();
     let input = out.to_model_input(device);
     let start = Instant::now();
     // The first tokens end the prefill; a step's rows come in order, so a row index not
@@ -291,10 +334,19 @@ pub fn generate_limited(
                 }
             }
             (previous, last) = (Some(i), now);
-            rows[i].next(logits, &eos, &decode, &mut |piece| on_piece(i, piece))
+            let split = &mut splits[i];
+            rows[i].next(logits, &eos, &decode, &mut |piece| match split {
+                Some((s, _)) => s.push(piece).into_iter().for_each(|p| on_part(i, p)),
+                None => on_part(i, Part::Content(piece.to_string())),
+            })
         })
     })
     .map_err(|e| GenerateError::Model(e.to_string()))?;
+    for (i, split) in splits.iter_mut().enumerate() {
+        if let Some((s, _)) = split {
+            s.finish().into_iter().for_each(|p| on_part(i, p));
+        }
+    }
     let first = first.unwrap_or(last);
     let timing = Timing {
         prefill_seconds: (first - start).as_secs_f64(),
@@ -304,9 +356,16 @@ pub fn generate_limited(
     Ok(rows
         .into_iter()
         .zip(prompt_tokens)
-        .map(|(row, prompt_tokens)| Generated {
-            timing: Some(timing),
-            ..row.into_generated(prompt_tokens)
+        .zip(splits)
+        .map(|((row, prompt_tokens), split)| {
+            let mut g = Generated {
+                timing: Some(timing),
+                ..row.into_generated(prompt_tokens)
+            };
+            if let (Some((m, _)), Some((_, inside))) = (&markers, split) {
+                (g.reasoning, g.text) = ReasoningSplit::split(m.clone(), inside, &g.text);
+            }
+            g
         })
         .collect())
 }

@@ -9,5 +9,6 @@ pub mod server;
 
 pub use generate::{
     FinishReason, GenerateError, Generated, GenerationRequest, generate, generate_limited,
+    generate_parts,
 };
 pub use sampling::{Sampler, SamplingParams, StreamDecoder};

@@ -13,18 +13,21 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
+/// Seeded models are drawn at once under this lock: Burn initializes lazily from a global
+/// generator that the tests running in parallel share.
+fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    INIT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn setup() -> (NuriModel, Processor, Device) {
     let processor = Processor::from_dir(&fixtures().join("processor/checkpoint"))
         .expect("processor")
         .with_media_root(fixtures());
     let config = processor.fit_config(NuriConfig::tiny());
     let device = Device::flex();
-    // Seeded, and drawn at once under a lock: Burn initializes lazily from a global generator
-    // that the tests running in parallel share.
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = init_lock();
     device.seed(17);
     let model = NuriModel::new(&config, &device).expect("model");
     model.init_params_now();
@@ -233,4 +236,59 @@ fn a_token_past_the_vocabulary_is_an_error() {
         message.contains(&vocab.to_string()) && message.contains("token id"),
         "{message}"
     );
+}
+
+/// A hybrid reasoning model (EXAONE 4.5's tokenizer and template, a random model of its
+/// architecture): with thinking on, the prompt opens the block, the streamed parts start as
+/// reasoning, and each answer's reasoning and text are what the parts add up to, with no
+/// marker left in either; with thinking off there is no reasoning.
+#[test]
+fn a_reasoning_answer_streams_its_thinking_apart() {
+    let family = fixtures().join("families/exaone4_5");
+    let processor = Processor::from_dir(&family.join("processor/checkpoint")).expect("processor");
+    let config = nuri_model::read_hf_config(&family.join("model/config.json")).expect("config");
+    let config = processor.fit_config(config);
+    let processor = processor.for_model(&config);
+    let device = Device::flex();
+    let model = {
+        let _guard = init_lock();
+        device.seed(3);
+        let model = NuriModel::new(&config, &device).expect("model");
+        model.init_params_now();
+        model
+    };
+    let ask = |think: bool| GenerationRequest {
+        template_kwargs: serde_json::Map::from_iter([(
+            "enable_thinking".to_string(),
+            json!(think),
+        )]),
+        ..request("2 더하기 2는?", false, greedy(10))
+    };
+    let mut parts = vec![(String::new(), String::new()); 2];
+    let out = nuri_infer::generate_parts(
+        &model,
+        &processor,
+        &[ask(true), ask(false)],
+        &device,
+        None,
+        &mut |row, part| match part {
+            nuri_infer::reasoning::Part::Reasoning(r) => parts[row].0.push_str(&r),
+            nuri_infer::reasoning::Part::Content(c) => parts[row].1.push_str(&c),
+        },
+    )
+    .expect("generates");
+    let thinking = out[0]
+        .reasoning
+        .as_deref()
+        .expect("reasoning with thinking on");
+    assert!(!thinking.is_empty());
+    assert_eq!(
+        (thinking, out[0].text.as_str()),
+        (parts[0].0.as_str(), parts[0].1.as_str())
+    );
+    assert!(out[1].reasoning.is_none(), "{:?}", out[1].reasoning);
+    assert_eq!(out[1].text, parts[1].1);
+    for g in &out {
+        assert!(!g.text.contains("think>"), "{}", g.text);
+    }
 }
