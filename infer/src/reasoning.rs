@@ -172,15 +172,20 @@ impl ReasoningSplit {
         let mut split = Self::new(markers, starts_inside);
         let mut parts = split.push(text);
         parts.extend(split.finish());
-        let (mut reasoning, mut content) = (None::<String>, String::new());
-        for part in parts {
-            match part {
-                Part::Reasoning(r) => reasoning.get_or_insert_with(String::new).push_str(&r),
-                Part::Content(c) => content.push_str(&c),
-            }
-        }
-        (reasoning, content)
+        joined(parts)
     }
+}
+
+/// Parts put together as `(reasoning, content)` (`None` when no part was reasoning).
+fn joined(parts: Vec<Part>) -> (Option<String>, String) {
+    let (mut reasoning, mut content) = (None::<String>, String::new());
+    for part in parts {
+        match part {
+            Part::Reasoning(r) => reasoning.get_or_insert_with(String::new).push_str(&r),
+            Part::Content(c) => content.push_str(&c),
+        }
+    }
+    (reasoning, content)
 }
 
 /// Adds `part` unless it is empty text.
@@ -225,14 +230,7 @@ mod tests {
             at = end;
         }
         parts.extend(split.finish());
-        let (mut reasoning, mut content) = (None::<String>, String::new());
-        for part in parts {
-            match part {
-                Part::Reasoning(r) => reasoning.get_or_insert_with(String::new).push_str(&r),
-                Part::Content(c) => content.push_str(&c),
-            }
-        }
-        (reasoning, content)
+        joined(parts)
     }
 
     #[test]
