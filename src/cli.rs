@@ -35,6 +35,10 @@ pub struct SamplingArgs {
     /// Stop when the answer contains this text (repeatable).
     #[arg(long)]
     stop: Vec<String>,
+    /// A reasoning model's thinking budget: after this many tokens of thinking, its end
+    /// marker comes next.
+    #[arg(long)]
+    max_thinking_tokens: Option<usize>,
 }
 
 impl SamplingArgs {
@@ -49,6 +53,7 @@ impl SamplingArgs {
             max_new_tokens: self.max_new_tokens,
             stop: self.stop.clone(),
             ignore_eos: false,
+            max_thinking_tokens: self.max_thinking_tokens,
         }
     }
 }

@@ -106,6 +106,17 @@ pub(crate) struct Row {
     /// Bytes of `text` handed to the caller; the rest may be the start of a stop string.
     emitted: usize,
     finished: Option<FinishReason>,
+    /// The thinking markers' ids `[start, end]` where the model has them, and whether the
+    /// row is inside a block with how many tokens it has thought there.
+    thinking: Option<Thinking>,
+}
+
+/// Where a row stands in its reasoning (for the thinking budget).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Thinking {
+    pub(crate) markers: [u32; 2],
+    pub(crate) inside: bool,
+    pub(crate) spent: usize,
 }
 
 /// How many bytes at the end of `text` could be the start of one of `stops` (and so must
@@ -135,7 +146,18 @@ impl Row {
             text: String::new(),
             emitted: 0,
             finished,
+            thinking: None,
         }
+    }
+
+    /// Marks the row's reasoning for the thinking budget: the markers' ids, and whether the
+    /// prompt opened a block.
+    pub(crate) fn think(&mut self, markers: [u32; 2], inside: bool) {
+        self.thinking = Some(Thinking {
+            markers,
+            inside,
+            spent: 0,
+        });
     }
 
     /// Samples the next token from `logits` and takes it (see [`take`](Self::take));
@@ -150,7 +172,22 @@ impl Row {
         if self.finished.is_some() {
             return None;
         }
-        let token = self.sampler.sample(logits, &self.seen);
+        let mut token = self.sampler.sample(logits, &self.seen);
+        let budget = self.sampler.params().max_thinking_tokens;
+        if let Some(t) = &mut self.thinking {
+            let [start, end] = t.markers;
+            if t.inside && budget.is_some_and(|b| t.spent >= b) {
+                // Out of thinking budget: the block ends here.
+                token = end;
+            }
+            if token == start {
+                t.inside = true;
+            } else if token == end {
+                t.inside = false;
+            } else if t.inside {
+                t.spent += 1;
+            }
+        }
         let end_of_turn = eos.contains(&token) && !self.sampler.params().ignore_eos;
         self.take(token, end_of_turn, decode, on_piece)
             .then_some(token)
@@ -308,11 +345,12 @@ pub fn generate_parts(
     }
     // Each row's split, starting inside a block where its prompt opened one.
     let mut splits: Vec<Option<(ReasoningSplit, bool)>> = rows
-        .iter()
+        .iter_mut()
         .map(|row| {
-            let (m, _) = markers.as_ref()?;
+            let (m, ids) = markers.as_ref()?;
             let tail = &row.seen[row.seen.len().saturating_sub(8)..];
             let inside = m.opened_by(&decode(tail));
+            row.think(*ids, inside);
             Some((ReasoningSplit::new(m.clone(), inside), inside))
         })
         .collect();

@@ -26,6 +26,9 @@ pub struct SamplingParams {
     /// Go on past end-of-turn tokens until `max_new_tokens` or a stop string (vLLM's
     /// `ignore_eos`: for benchmarks and load tests).
     pub ignore_eos: bool,
+    /// A reasoning model's thinking budget: after this many tokens inside a reasoning block,
+    /// the end marker is the next token, whatever the model would say (`None`: no budget).
+    pub max_thinking_tokens: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -40,6 +43,7 @@ impl Default for SamplingParams {
             max_new_tokens: 256,
             stop: Vec::new(),
             ignore_eos: false,
+            max_thinking_tokens: None,
         }
     }
 }

@@ -264,11 +264,14 @@ fn a_reasoning_answer_streams_its_thinking_apart() {
         )]),
         ..request("2 더하기 2는?", false, greedy(10))
     };
-    let mut parts = vec![(String::new(), String::new()); 2];
+    // A thinking budget of 3 tokens: the end marker is the fourth.
+    let mut budget = ask(true);
+    budget.params.max_thinking_tokens = Some(3);
+    let mut parts = vec![(String::new(), String::new()); 3];
     let out = nuri_infer::generate_parts(
         &model,
         &processor,
-        &[ask(true), ask(false)],
+        &[ask(true), ask(false), budget],
         &device,
         None,
         &mut |row, part| match part {
@@ -291,4 +294,24 @@ fn a_reasoning_answer_streams_its_thinking_apart() {
     for g in &out {
         assert!(!g.text.contains("think>"), "{}", g.text);
     }
+    let end = processor
+        .tokenizer
+        .tokenizer
+        .token_to_id("</think>")
+        .expect("marker");
+    assert_eq!(
+        out[2].tokens.iter().position(|&t| t == end),
+        Some(3),
+        "{:?}",
+        out[2].tokens
+    );
+    assert_eq!(
+        out[2].tokens.len(),
+        10,
+        "the answer goes on after the block"
+    );
+    assert_eq!(
+        (out[2].reasoning.as_deref(), out[2].text.as_str()),
+        (Some(parts[2].0.as_str()), parts[2].1.as_str())
+    );
 }

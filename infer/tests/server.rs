@@ -116,6 +116,7 @@ fn bad_requests_get_openai_errors_with_their_status() {
         ("a body over the limit", vec![b' '; 2 << 20], 413, "request_too_large"),
         ("no messages", json!({"model": "nuri"}).to_string().into_bytes(), 400, "invalid_value"),
         ("bad top_p", json!({"top_p": 0, "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes(), 400, "invalid_value"),
+        ("a negative thinking budget", json!({"max_thinking_tokens": -1, "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes(), 400, "invalid_type"),
         ("template arguments not an object", json!({"chat_template_kwargs": true, "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes(), 400, "invalid_type"),
     ];
     for (name, body, want_status, want_code) in cases {

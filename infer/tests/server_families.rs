@@ -135,6 +135,19 @@ fn thinking_goes_to_reasoning_content() {
     }
     assert_eq!((r.as_str(), c.as_str()), (reasoning, content));
 
+    // A thinking budget of 2 tokens ends the block early: less reasoning than without.
+    let mut short = asked(true);
+    short["max_thinking_tokens"] = json!(2);
+    let (status, s) = chat(addr, &short);
+    assert_eq!(status, 200, "{s}");
+    let brief = s["choices"][0]["message"]["reasoning_content"]
+        .as_str()
+        .expect("reasoning");
+    assert!(
+        !brief.is_empty() && brief.len() < reasoning.len(),
+        "{s} against {on}"
+    );
+
     let (status, off) = chat(addr, &asked(false));
     assert_eq!(status, 200, "{off}");
     assert!(

@@ -38,7 +38,7 @@ pub(super) async fn handle_chat(state: &AppState, request: Request) -> Result<Re
     let body = read_body(&state.options, request).await?;
     let chat = parse_chat(&state.options, &body)?;
     let slot = take_queue_slot(state)?;
-    let (job, rx) = process(state, chat.request, slot).await?;
+    let (mut job, rx) = process(state, chat.request, slot).await?;
     // A model with thinking markers answers with `reasoning_content` beside `content`; the
     // answer starts inside a block when the generation prompt opened one.
     let reasoning = crate::reasoning::tokenizer_markers(&state.processor.tokenizer).map(|found| {
@@ -49,6 +49,7 @@ pub(super) async fn handle_chat(state: &AppState, request: Request) -> Result<Re
             Some(&found),
         );
         let inside = found.0.opened_by(&text);
+        job.thinking = Some((found.1, inside));
         (found.0, inside)
     });
     state.jobs.send(job).map_err(|_| shutting_down())?;
@@ -198,6 +199,7 @@ async fn process(
         events,
         slot,
         panic,
+        thinking: None,
     };
     Ok((job, rx))
 }

@@ -51,6 +51,9 @@ pub(super) struct Job {
     pub slot: QueueSlot,
     /// Test hook: the engine panics when it starts this request.
     pub panic: bool,
+    /// The model's thinking markers' ids and whether the prompt opened a block (for the
+    /// thinking budget).
+    pub thinking: Option<([u32; 2], bool)>,
 }
 
 impl Job {
@@ -282,12 +285,17 @@ impl Engine {
                 events,
                 slot,
                 panic,
+                thinking,
             } = job;
             drop(slot);
-            let reserved = prompt.len() + params.max_new_tokens;
+            let (reserved, prompt_tokens) = (prompt.len() + params.max_new_tokens, prompt.len());
+            let mut row = Row::new(params, prompt);
+            if let Some((markers, inside)) = thinking {
+                row.think(markers, inside);
+            }
             let active = Active {
-                prompt_tokens: prompt.len(),
-                row: Row::new(params, prompt),
+                prompt_tokens,
+                row,
                 events,
                 reserved,
             };

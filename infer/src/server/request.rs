@@ -312,6 +312,7 @@ pub(super) fn params(body: &Json, options: &ServeOptions) -> Result<SamplingPara
         seed: u("seed")?.unwrap_or_else(unix_now),
         max_new_tokens: max,
         stop,
+        max_thinking_tokens: u("max_thinking_tokens")?.map(|v| v as usize),
         ignore_eos: match body.get("ignore_eos") {
             None | Some(Json::Null) => false,
             Some(Json::Bool(b)) => *b,
