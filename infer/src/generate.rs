@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use nuri_model::NuriModel;
 use serde_json::Value as Json;
 
-use crate::reasoning::{Part, ReasoningSplit, decode_keeping_markers};
+use crate::reasoning::{Part, ReasoningSplit, decode_keeping_markers, joined, prompt_opens_block};
 use crate::sampling::{Sampler, SamplingParams, StreamDecoder};
 use nuri_processor::{PaddingSide, Processor};
 
@@ -343,17 +343,23 @@ pub fn generate_parts(
     {
         return Err(GenerateError::ContextLength { tokens, limit });
     }
-    // Each row's split, starting inside a block where its prompt opened one.
-    let mut splits: Vec<Option<(ReasoningSplit, bool)>> = rows
+    // Each row's split, starting inside a block where its prompt opened one, and the parts
+    // it has given (the answer's reasoning and text at the end).
+    let mut splits: Vec<Option<(ReasoningSplit, Vec<Part>)>> = rows
         .iter_mut()
         .map(|row| {
-            let (m, ids) = markers.as_ref()?;
-            let tail = &row.seen[row.seen.len().saturating_sub(8)..];
-            let inside = m.opened_by(&decode(tail));
-            row.think(*ids, inside);
-            Some((ReasoningSplit::new(m.clone(), inside), inside))
+            let found = markers.as_ref()?;
+            let inside = prompt_opens_block(tokenizer, &row.seen, found);
+            row.think(found.1, inside);
+            Some((ReasoningSplit::new(found.0.clone(), inside), Vec::new()))
         })
         .collect();
+    let mut give = |i: usize, parts: Vec<Part>, seen: &mut Vec<Part>| {
+        for part in parts {
+            seen.push(part.clone());
+            on_part(i, part);
+        }
+    };
     let input = out.to_model_input(device);
     let start = Instant::now();
     // The first tokens end the prefill; a step's rows come in order, so a row index not
@@ -374,15 +380,15 @@ pub fn generate_parts(
             (previous, last) = (Some(i), now);
             let split = &mut splits[i];
             rows[i].next(logits, &eos, &decode, &mut |piece| match split {
-                Some((s, _)) => s.push(piece).into_iter().for_each(|p| on_part(i, p)),
-                None => on_part(i, Part::Content(piece.to_string())),
+                Some((s, seen)) => give(i, s.push(piece), seen),
+                None => give(i, vec![Part::Content(piece.to_string())], &mut Vec::new()),
             })
         })
     })
     .map_err(|e| GenerateError::Model(e.to_string()))?;
     for (i, split) in splits.iter_mut().enumerate() {
-        if let Some((s, _)) = split {
-            s.finish().into_iter().for_each(|p| on_part(i, p));
+        if let Some((s, seen)) = split {
+            give(i, s.finish(), seen);
         }
     }
     let first = first.unwrap_or(last);
@@ -400,8 +406,9 @@ pub fn generate_parts(
                 timing: Some(timing),
                 ..row.into_generated(prompt_tokens)
             };
-            if let (Some((m, _)), Some((_, inside))) = (&markers, split) {
-                (g.reasoning, g.text) = ReasoningSplit::split(m.clone(), inside, &g.text);
+            if let Some((_, seen)) = split {
+                // The streamed pieces are the whole text, as split above.
+                (g.reasoning, g.text) = joined(seen);
             }
             g
         })

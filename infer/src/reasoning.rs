@@ -69,6 +69,19 @@ pub fn decode_keeping_markers(
     text
 }
 
+/// Whether the prompt `prompt` (token ids) leaves the answer inside a reasoning block: the
+/// text of its last tokens, markers kept, ends with the start marker.
+pub fn prompt_opens_block(
+    tokenizer: &nuri_processor::TextTokenizer,
+    prompt: &[u32],
+    markers: &(Markers, [u32; 2]),
+) -> bool {
+    let tail = &prompt[prompt.len().saturating_sub(8)..];
+    markers
+        .0
+        .opened_by(&decode_keeping_markers(tokenizer, tail, Some(markers)))
+}
+
 /// A piece of a split answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
@@ -177,7 +190,7 @@ impl ReasoningSplit {
 }
 
 /// Parts put together as `(reasoning, content)` (`None` when no part was reasoning).
-fn joined(parts: Vec<Part>) -> (Option<String>, String) {
+pub(crate) fn joined(parts: Vec<Part>) -> (Option<String>, String) {
     let (mut reasoning, mut content) = (None::<String>, String::new());
     for part in parts {
         match part {

@@ -8,7 +8,7 @@ use nuri_infer::server::{ServeOptions, Server};
 use serde_json::{Value, json};
 
 mod common;
-use common::{ask, chat, data_url, fixtures, http, server};
+use common::{ask, chat, chat_streamed, data_url, fixtures, http, server};
 
 #[test]
 fn completions_plain_streamed_with_an_image_and_32_at_once() {
@@ -28,14 +28,7 @@ fn completions_plain_streamed_with_an_image_and_32_at_once() {
     assert!(plain["usage"]["completion_tokens"].as_u64().expect("usage") <= 6);
 
     // The same request streamed: chunks whose deltas add up to the same answer, then [DONE].
-    let mut body = ask("안녕하세요?");
-    body["stream"] = json!(true);
-    let (status, text) = http(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        body.to_string().as_bytes(),
-    );
+    let (status, text) = chat_streamed(addr, &ask("안녕하세요?"));
     assert_eq!(status, 200);
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
     assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ask, chat, data_url, fixtures, http, server_with};
+use common::{ask, chat, chat_streamed, data_url, fixtures, server_with};
 use nuri_infer::server::{ServeOptions, Server};
 use nuri_processor::Processor;
 use serde_json::{Value, json};
@@ -44,14 +44,7 @@ fn serve_family(family: &str, tokenizer_family: &str) {
         plain["choices"][0]["message"]["content"].is_string(),
         "{plain}"
     );
-    let mut body = ask("Hello?");
-    body["stream"] = json!(true);
-    let (status, text) = http(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        body.to_string().as_bytes(),
-    );
+    let (status, text) = chat_streamed(addr, &ask("Hello?"));
     assert_eq!(status, 200, "{family}: {text}");
     assert!(
         text.trim_end().ends_with("data: [DONE]"),
@@ -117,14 +110,7 @@ fn thinking_goes_to_reasoning_content() {
     let content = message["content"].as_str().expect("content");
 
     // Streamed: the deltas add up to the same two texts.
-    let mut body = asked(true);
-    body["stream"] = json!(true);
-    let (status, text) = http(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        body.to_string().as_bytes(),
-    );
+    let (status, text) = chat_streamed(addr, &asked(true));
     assert_eq!(status, 200, "{text}");
     let (mut r, mut c) = (String::new(), String::new());
     for event in text.split("\n\n").filter(|e| e.starts_with("data: {")) {

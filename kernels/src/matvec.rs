@@ -75,8 +75,18 @@ unsafe impl Sync for Out {}
 /// Runs `task(j0, j1)` over the weight rows `0..n` in tasks of [`TASK_ROWS`], on rayon's pool
 /// unless `serial` (a product too small to be worth the threads).
 pub(crate) fn each_task(n: usize, serial: bool, task: impl Fn(usize, usize) + Sync + Send) {
-    let tasks = n.div_ceil(TASK_ROWS);
-    let run = |t: usize| task(t * TASK_ROWS, ((t + 1) * TASK_ROWS).min(n));
+    each_task_of(TASK_ROWS, n, serial, task)
+}
+
+/// [`each_task`] with tasks of `size` rows.
+pub(crate) fn each_task_of(
+    size: usize,
+    n: usize,
+    serial: bool,
+    task: impl Fn(usize, usize) + Sync + Send,
+) {
+    let tasks = n.div_ceil(size);
+    let run = |t: usize| task(t * size, ((t + 1) * size).min(n));
     if serial || tasks == 1 {
         (0..tasks).for_each(run);
     } else {

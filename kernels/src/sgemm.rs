@@ -14,8 +14,6 @@
 
 use std::arch::x86_64::*;
 
-use rayon::prelude::*;
-
 use crate::matvec::Out;
 
 /// Activation rows per tile (four vectors of 16).
@@ -188,8 +186,7 @@ unsafe fn rows(x: &PackedX, w: &[f32], out: Out, n: usize, j0: usize) {
 /// [`available`]; the lengths are as said.
 pub(crate) unsafe fn matmul(x: &[f32], w: &[f32], out: Out, (m, k, n): (usize, usize, usize)) {
     let xp = PackedX::new(x, m, k);
-    (0..n.div_ceil(TASK)).into_par_iter().for_each(|t| {
-        let (j0, j1) = (t * TASK, ((t + 1) * TASK).min(n));
+    crate::matvec::each_task_of(TASK, n, false, |j0, j1| {
         // SAFETY: as the caller's; this task writes columns j0..j1 only.
         unsafe { rows(&xp, &w[j0 * k..j1 * k], out, n, j0) }
     });

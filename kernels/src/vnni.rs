@@ -78,10 +78,9 @@ impl QuantX {
     }
 }
 
-/// Dot products of `R` activation rows with `C` packed Q4 rows (from `w`, `dist` bytes apart;
-/// each row's next in its stream `rb` on),
-/// before the zero points. `scales` holds each row's f32 scales, `stride` apart and zero past
-/// the last block up to a whole quad.
+/// Dot products of `R` activation rows with `C` packed Q4 rows (from `w`, `dist` bytes apart),
+/// before the zero points, prefetching the rows at `ahead` (also `dist` apart). `scales` holds
+/// each row's f32 scales, `stride` apart and zero past the last block up to a whole quad.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // indices over register arrays, unrolled
 unsafe fn tile<const R: usize, const C: usize>(
@@ -110,7 +109,8 @@ unsafe fn tile<const R: usize, const C: usize>(
                 let mut ws = [zero; C];
                 for c in 0..C {
                     let row = w.add(c * dist);
-                    // The row four on in this row's stream: this quad's share of it.
+                    // The row `AHEAD` on in this row's stream (`drive`'s `ahead`): this
+                    // quad's share of it.
                     let on = ahead.wrapping_add(c * dist + q * QUAD * bb);
                     _mm_prefetch::<_MM_HINT_T0>(on.cast());
                     _mm_prefetch::<_MM_HINT_T0>(on.wrapping_add(2 * bb).cast());

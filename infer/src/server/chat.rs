@@ -41,14 +41,9 @@ pub(super) async fn handle_chat(state: &AppState, request: Request) -> Result<Re
     let (mut job, rx) = process(state, chat.request, slot).await?;
     // A model with thinking markers answers with `reasoning_content` beside `content`; the
     // answer starts inside a block when the generation prompt opened one.
-    let reasoning = crate::reasoning::tokenizer_markers(&state.processor.tokenizer).map(|found| {
-        let tail = &job.prompt[job.prompt.len().saturating_sub(8)..];
-        let text = crate::reasoning::decode_keeping_markers(
-            &state.processor.tokenizer,
-            tail,
-            Some(&found),
-        );
-        let inside = found.0.opened_by(&text);
+    let tokenizer = &state.processor.tokenizer;
+    let reasoning = crate::reasoning::tokenizer_markers(tokenizer).map(|found| {
+        let inside = crate::reasoning::prompt_opens_block(tokenizer, &job.prompt, &found);
         job.thinking = Some((found.1, inside));
         (found.0, inside)
     });

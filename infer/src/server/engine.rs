@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use super::request::ApiError;
 use crate::generate::{Generated, Row};
+use crate::reasoning::{Markers, decode_keeping_markers};
 use crate::sampling::SamplingParams;
 
 /// What the engine tells a waiting request.
@@ -141,6 +142,8 @@ pub(super) struct Engine {
     active: Vec<Active>,
     /// Each active row's logits for its next token.
     logits: Vec<Vec<f32>>,
+    /// The tokenizer's thinking markers, kept in the decoded text for the reasoning split.
+    markers: Option<(Markers, [u32; 2])>,
 }
 
 impl Engine {
@@ -152,7 +155,9 @@ impl Engine {
         rx: std_mpsc::Receiver<Job>,
         status: Arc<EngineStatus>,
     ) -> Self {
+        let markers = crate::reasoning::tokenizer_markers(&processor.tokenizer);
         Self {
+            markers,
             model,
             processor,
             device,
@@ -346,10 +351,8 @@ impl Engine {
         let tokenizer = &self.processor.tokenizer;
         let eos = &tokenizer.special.eos;
         // The thinking markers stay in the text, for the reasoning split (`chat.rs`).
-        let markers = crate::reasoning::tokenizer_markers(tokenizer);
-        let decode = |ids: &[u32]| {
-            crate::reasoning::decode_keeping_markers(tokenizer, ids, markers.as_ref())
-        };
+        let markers = self.markers.as_ref();
+        let decode = |ids: &[u32]| decode_keeping_markers(tokenizer, ids, markers);
         let mut keep = Vec::with_capacity(self.active.len());
         let mut feed = Vec::with_capacity(self.active.len());
         for (i, a) in self.active.iter_mut().enumerate() {

@@ -90,6 +90,18 @@ pub fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// `body` asked with `"stream": true`: the status and the raw server-sent events.
+pub fn chat_streamed(addr: SocketAddr, body: &Value) -> (u16, String) {
+    let mut body = body.clone();
+    body["stream"] = Value::Bool(true);
+    http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        body.to_string().as_bytes(),
+    )
+}
+
 pub fn chat(addr: SocketAddr, body: &Value) -> (u16, Value) {
     let (status, text) = http(
         addr,
