@@ -1,5 +1,16 @@
-//! `nuri eval`: exact-match accuracy of greedy answers to the last question of every
-//! conversation in a QA JSONL file (the training format), per category.
+//! `nuri eval`: a benchmark in the field's formats (`--benchmark`: VLMEvalKit's TSV, VQA,
+//! video multiple choice; see [`benchmark`]), or exact-match accuracy of greedy answers to
+//! the last question of every conversation in a QA JSONL file (`--data`, the training
+//! format), per category.
+
+pub mod benchmark;
+pub mod extract;
+pub mod items;
+pub mod prompt;
+pub mod run;
+pub mod score;
+pub mod table;
+pub mod vqa;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,17 +29,29 @@ use crate::generate::Loaded;
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The QA JSONL file.
+    /// A QA JSONL file in the training format: exact match of each conversation's last
+    /// answer.
+    #[arg(
+        long,
+        required_unless_present = "benchmark",
+        conflicts_with = "benchmark"
+    )]
+    data: Option<PathBuf>,
+    /// A benchmark file: VLMEvalKit's multiple-choice TSV (MMBench, MMStar, SEED-Bench,
+    /// K-MMBench, …), a short-answer VQA TSV/JSONL, or video multiple choice (Video-MME-style
+    /// rows with a `video` and `options`).
     #[arg(long)]
-    data: PathBuf,
-    /// The field of each line that names its category.
+    benchmark: Option<PathBuf>,
+    #[command(flatten)]
+    bench: benchmark::BenchmarkArgs,
+    /// The field of each line that names its category (--data).
     #[arg(long, default_value = "category")]
     category_field: String,
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
-    /// Write a JSON report here.
+    /// Write a JSON report here (--data).
     #[arg(long)]
     report: Option<PathBuf>,
 }
@@ -36,9 +59,25 @@ pub struct EvalArgs {
 impl EvalArgs {
     pub fn run(self) -> Result<()> {
         let loaded = self.model.load()?;
+        if let Some(file) = &self.benchmark {
+            let name = self.model.model.display().to_string();
+            benchmark::run_benchmark(
+                &loaded,
+                &name,
+                file,
+                &self.bench,
+                self.batch_size,
+                self.max_new_tokens,
+            )?;
+            return Ok(());
+        }
+        let data = self
+            .data
+            .as_deref()
+            .expect("clap requires --data or --benchmark");
         run_eval(
             &loaded,
-            &self.data,
+            data,
             &self.category_field,
             self.batch_size,
             self.max_new_tokens,

@@ -1,0 +1,213 @@
+//! `nuri eval --benchmark FILE`: a benchmark in the field's formats asked, scored and
+//! reported. Writes into `--out`: `run.json` (what the predictions come from),
+//! `predictions.jsonl` (appended as answers come; a killed run resumes from it),
+//! `scored.jsonl` (each prediction with the letter read from it and its score),
+//! `report.json` and `report.md`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use serde_json::{Value as Json, json};
+
+use super::items::{Task, items};
+use super::prompt::PromptStyle;
+use super::run::{Asking, ask, open};
+use super::score::{Summary, Tallies, lines, score, summarize};
+use super::table::{read_rows, sha256};
+use super::vqa::Metric;
+use crate::cli::TemplateArgs;
+use crate::generate::Loaded;
+
+/// `nuri eval --benchmark`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchmarkArgs {
+    /// multiple-choice or vqa; by default multiple choice when the file has option columns
+    /// (A, B, …) or an `options` list.
+    #[arg(long, value_enum)]
+    pub task: Option<Task>,
+    /// How short answers are scored (vqa: VQAv2's normalized match; anls: DocVQA's).
+    #[arg(long, value_enum, default_value = "vqa")]
+    pub metric: Metric,
+    /// How a question is written: VLMEvalKit's prompt, or the question alone.
+    #[arg(long, value_enum, default_value = "vlmevalkit")]
+    pub prompt: PromptStyle,
+    /// MMBench's CircularEval: each multiple-choice question is asked once per rotation of
+    /// its options (the file's own rotated copies where it has them) and counts as right
+    /// only when every answer is.
+    #[arg(long)]
+    pub circular: bool,
+    /// Where predictions and the report go (default: eval-<benchmark file's name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Drop the predictions already in --out instead of resuming from them.
+    #[arg(long)]
+    pub restart: bool,
+    /// Only the first N rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Relative image and video paths are read from here (default: the file's folder).
+    #[arg(long)]
+    pub media_root: Option<PathBuf>,
+    /// Force the end of a reasoning block after N thinking tokens.
+    #[arg(long)]
+    pub max_thinking_tokens: Option<usize>,
+    #[command(flatten)]
+    pub template: TemplateArgs,
+    /// Also write each question's request as an OpenAI chat-completions body, one JSON line
+    /// each (`{"key", "body"}`), to send to a server.
+    #[arg(long)]
+    pub requests: Option<PathBuf>,
+}
+
+/// Asks, scores and reports `file`; returns the summary.
+pub fn run_benchmark(
+    loaded: &Loaded,
+    model_name: &str,
+    file: &Path,
+    args: &BenchmarkArgs,
+    batch_size: usize,
+    max_new_tokens: usize,
+) -> Result<Summary> {
+    let mut rows = read_rows(file)?;
+    let all_rows = rows.len();
+    if let Some(n) = args.limit {
+        rows.truncate(n);
+    }
+    let root = match &args.media_root {
+        Some(r) => r.clone(),
+        None => file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    let (task, items) = items(&rows, &root, args.task, args.circular)?;
+    let asking = Asking {
+        style: args.prompt,
+        max_new_tokens,
+        max_thinking_tokens: args.max_thinking_tokens,
+        template_kwargs: args.template.kwargs(),
+        batch_size,
+    };
+    let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
+        v().map(|p| p.get_name().to_string()).unwrap_or_default()
+    };
+    let settings = json!({
+        "task": name(&|| task.to_possible_value()),
+        "metric": name(&|| args.metric.to_possible_value()),
+        "prompt": name(&|| args.prompt.to_possible_value()),
+        "circular": args.circular,
+        "limit": args.limit,
+        "max_new_tokens": max_new_tokens,
+        "max_thinking_tokens": args.max_thinking_tokens,
+        "template_kwargs": asking.template_kwargs,
+    });
+    let header = json!({
+        "model": model_name,
+        "benchmark": {"file": file, "sha256": sha256(file)?, "rows": all_rows},
+        "settings": settings,
+    });
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("benchmark");
+        PathBuf::from(format!("eval-{stem}"))
+    });
+    if let Some(path) = &args.requests {
+        let mut text = String::new();
+        for item in &items {
+            let body = asking.openai_body(item, model_name);
+            text += &format!("{}\n", json!({"key": item.key, "body": body}));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let (mut done, mut predictions) = open(&out, &header, args.restart)?;
+    ask(loaded, &items, &asking, &mut done, &mut predictions)?;
+
+    let scored = score(&items, &done, task, args.metric);
+    let summary = summarize(&scored, args.circular && task == Task::MultipleChoice);
+    write(&out.join("scored.jsonl"), &lines(&scored))?;
+    let mut report = header.clone();
+    report["counts"] = json!({
+        "questions": items.len(),
+        "asked": summary.asked,
+        "failed": summary.failed,
+        "no_answer": summary.no_answer,
+        "unscored": summary.unscored,
+    });
+    report["results"] = summary.vanilla.json();
+    if let Some(c) = &summary.circular {
+        report["circular"] = c.json();
+    }
+    write(
+        &out.join("report.json"),
+        &serde_json::to_string_pretty(&report)?,
+    )?;
+    let markdown = markdown(&report, &summary);
+    write(&out.join("report.md"), &markdown)?;
+    print!("{markdown}");
+    println!("\npredictions and report: {}", out.display());
+    Ok(summary)
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The report as Markdown: what was run, the counts, and a table per category.
+fn markdown(report: &Json, summary: &Summary) -> String {
+    let b = &report["benchmark"];
+    let c = &report["counts"];
+    let mut md = format!(
+        "# {}\n\n- model: `{}`\n- file: `{}` (sha256 `{}`, {} rows)\n- settings: `{}`\n- questions {}, asked {}, failed {}, no answer read {}, without a reference {}\n\n",
+        Path::new(b["file"].as_str().unwrap_or(""))
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        report["model"].as_str().unwrap_or(""),
+        b["file"].as_str().unwrap_or(""),
+        b["sha256"].as_str().unwrap_or(""),
+        b["rows"],
+        report["settings"],
+        c["questions"],
+        c["asked"],
+        c["failed"],
+        c["no_answer"],
+        c["unscored"],
+    );
+    let circular = summary.circular.as_ref();
+    for (title, l2) in [("category", false), ("l2-category", true)] {
+        let rows = table_rows(&summary.vanilla, l2);
+        if rows.is_empty() {
+            continue;
+        }
+        let circ = circular.map(|c| table_rows(c, l2)).unwrap_or_default();
+        let (head, rule) = if circular.is_some() {
+            (" circular |", "---:|")
+        } else {
+            ("", "")
+        };
+        md += &format!("| {title} | n | accuracy |{head}\n|---|---:|---:|{rule}\n");
+        for (name, n, acc) in rows {
+            let c = match circ.iter().find(|(k, _, _)| *k == name) {
+                Some((_, _, a)) => format!(" {:.1}% |", 100.0 * a),
+                None if circular.is_some() => " - |".into(),
+                None => String::new(),
+            };
+            md += &format!("| {name} | {n} | {:.1}% |{c}\n", 100.0 * acc);
+        }
+        md += "\n";
+    }
+    md
+}
+
+/// A table's rows: each category (and `overall`), or each second-level category.
+fn table_rows(t: &Tallies, l2: bool) -> Vec<(String, usize, f64)> {
+    let named = if l2 { &t.l2 } else { &t.categories };
+    let mut rows: Vec<_> = named
+        .iter()
+        .map(|(k, x)| (k.clone(), x.n, x.mean()))
+        .collect();
+    if !l2 {
+        rows.push(("overall".into(), t.overall.n, t.overall.mean()));
+    }
+    rows
+}
