@@ -48,6 +48,19 @@ fn a_short_quickstart_learns_colors() {
         "color: {right}/{total} right vs chance {:.1}%",
         100.0 * chance
     );
+    // The test split as a VLMEvalKit-style multiple-choice TSV, asked through
+    // `nuri eval --benchmark`: the harness measures what the exact-match table does.
+    let tsv = report.benchmark.as_ref().expect("the TSV check ran");
+    let (right, total) = test
+        .values()
+        .fold((0, 0), |a, c| (a.0 + c.right, a.1 + c.total));
+    assert_eq!(tsv.n, total);
+    assert!(
+        (tsv.accuracy - right as f64 / total as f64).abs() < 1e-12,
+        "benchmark TSV {:.4} vs exact match {right}/{total}",
+        tsv.accuracy
+    );
+    assert!(out.join("eval-test-tsv/report.md").is_file());
     // The model directory is complete and loads as a Hugging Face checkpoint.
     for file in [
         "config.json",

@@ -91,6 +91,7 @@ pub fn run(dir: &Path, data: &Path, limit: usize, device: &Device) -> Result<Vec
     let options = EncodeOptions {
         last_turn_only: true,
         max_seq_len: 8192,
+        train_on_reasoning: true,
     };
     let mut samples = Vec::new();
     for sample in loaded.iter().take(limit) {

@@ -20,7 +20,7 @@ use crate::cli::TemplateArgs;
 use crate::generate::Loaded;
 
 /// `nuri eval --benchmark`'s flags.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct BenchmarkArgs {
     /// multiple-choice or vqa; by default multiple choice when the file has option columns
     /// (A, B, …) or an `options` list.
@@ -60,7 +60,17 @@ pub struct BenchmarkArgs {
     pub requests: Option<PathBuf>,
 }
 
-/// Asks, scores and reports `file`; returns the summary.
+/// What a benchmark run gave.
+#[derive(Debug, Clone)]
+pub struct BenchmarkRun {
+    pub summary: Summary,
+    /// The report in Markdown.
+    pub markdown: String,
+    /// Where predictions and the report are.
+    pub out: PathBuf,
+}
+
+/// Asks, scores and reports `file`.
 pub fn run_benchmark(
     loaded: &Loaded,
     model_name: &str,
@@ -68,7 +78,7 @@ pub fn run_benchmark(
     args: &BenchmarkArgs,
     batch_size: usize,
     max_new_tokens: usize,
-) -> Result<Summary> {
+) -> Result<BenchmarkRun> {
     let mut rows = read_rows(file)?;
     let all_rows = rows.len();
     if let Some(n) = args.limit {
@@ -143,9 +153,11 @@ pub fn run_benchmark(
     )?;
     let markdown = markdown(&report, &summary);
     write(&out.join("report.md"), &markdown)?;
-    print!("{markdown}");
-    println!("\npredictions and report: {}", out.display());
-    Ok(summary)
+    Ok(BenchmarkRun {
+        summary,
+        markdown,
+        out,
+    })
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -170,9 +170,13 @@ fn item(
         Ok(n) if n >= CIRCULAR_OFFSET => (n % CIRCULAR_OFFSET).to_string(),
         _ => index.clone(),
     };
-    let question = row
-        .text("question")
-        .with_context(|| format!("{at}: no `question`"))?;
+    // Kept as written (a trailing newline before an `<image>` tag is part of the layout).
+    let question = match row.fields.get("question") {
+        Some(serde_json::Value::String(q)) if !q.trim().is_empty() => q.clone(),
+        _ => row
+            .text("question")
+            .with_context(|| format!("{at}: no `question`"))?,
+    };
     let options = match task {
         Task::Vqa => Vec::new(),
         Task::MultipleChoice => options(row)?,

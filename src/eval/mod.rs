@@ -61,7 +61,7 @@ impl EvalArgs {
         let loaded = self.model.load()?;
         if let Some(file) = &self.benchmark {
             let name = self.model.model.display().to_string();
-            benchmark::run_benchmark(
+            let run = benchmark::run_benchmark(
                 &loaded,
                 &name,
                 file,
@@ -69,6 +69,8 @@ impl EvalArgs {
                 self.batch_size,
                 self.max_new_tokens,
             )?;
+            print!("{}", run.markdown);
+            println!("\npredictions and report: {}", run.out.display());
             return Ok(());
         }
         let data = self

@@ -8,9 +8,10 @@ use serde_json::{Value as Json, json};
 use super::items::{Item, Media};
 
 /// How the text of a question is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum PromptStyle {
     /// Hint, question, options and instruction, as VLMEvalKit writes them.
+    #[default]
     Vlmevalkit,
     /// The question alone, as a model trained on plain questions was (the options still
     /// decide which one its answer names).
@@ -62,29 +63,69 @@ pub fn text(item: &Item, style: PromptStyle) -> String {
     prompt.trim_end().to_string()
 }
 
-/// The conversation for `item`: one user turn, media first. `openai` writes media as the
-/// OpenAI API's `image_url` / `video_url` parts (what a server receives); otherwise as the
-/// processor's `image` / `video` parts.
+/// The conversation for `item`: one user turn, media first — or where the text has
+/// `<image>` / `<video>` tags, one per medium, at the tags (LLaVA's layout, as the training
+/// data reads it). `openai` writes media as the OpenAI API's `image_url` / `video_url`
+/// parts (what a server receives); otherwise as the processor's `image` / `video` parts.
 pub fn messages(item: &Item, style: PromptStyle, openai: bool) -> Json {
-    let mut content: Vec<Json> = item
+    let text = text(item, style);
+    let images: Vec<String> = item
         .media
         .iter()
-        .map(|m| match (m, openai) {
-            (Media::Image(src), true) => {
-                let url = if src.starts_with("data:") {
-                    src.clone()
-                } else {
-                    format!("file://{src}")
-                };
-                json!({"type": "image_url", "image_url": {"url": url}})
-            }
-            (Media::Image(src), false) => json!({"type": "image", "image": src}),
-            (Media::Video(path), true) => {
-                json!({"type": "video_url", "video_url": {"url": format!("file://{}", path.display())}})
-            }
-            (Media::Video(path), false) => json!({"type": "video", "video": path}),
+        .filter_map(|m| match m {
+            Media::Image(src) => Some(src.clone()),
+            Media::Video(_) => None,
         })
         .collect();
-    content.push(json!({"type": "text", "text": text(item, style)}));
-    json!([{"role": "user", "content": content}])
+    let videos: Vec<String> = item
+        .media
+        .iter()
+        .filter_map(|m| match m {
+            Media::Video(p) => Some(p.display().to_string()),
+            Media::Image(_) => None,
+        })
+        .collect();
+    let tagged = text.matches("<image>").count() == images.len()
+        && text.matches("<video>").count() == videos.len()
+        && !item.media.is_empty()
+        && (text.contains("<image>") || text.contains("<video>"));
+    let mut parts = Vec::new();
+    if tagged {
+        let rest = nuri_train::data::split_at_tags(
+            &text,
+            &mut images.iter(),
+            &mut videos.iter(),
+            &mut parts,
+        );
+        if !rest.is_empty() {
+            parts.push(json!({"type": "text", "text": rest}));
+        }
+    } else {
+        parts.extend(images.iter().map(|s| json!({"type": "image", "image": s})));
+        parts.extend(videos.iter().map(|s| json!({"type": "video", "video": s})));
+        parts.push(json!({"type": "text", "text": text}));
+    }
+    if openai {
+        for part in &mut parts {
+            *part = match (
+                part["type"].as_str(),
+                part["image"].as_str(),
+                part["video"].as_str(),
+            ) {
+                (Some("image"), Some(src), _) => {
+                    let url = if src.starts_with("data:") {
+                        src.to_string()
+                    } else {
+                        format!("file://{src}")
+                    };
+                    json!({"type": "image_url", "image_url": {"url": url}})
+                }
+                (Some("video"), _, Some(path)) => {
+                    json!({"type": "video_url", "video_url": {"url": format!("file://{path}")}})
+                }
+                _ => part.clone(),
+            };
+        }
+    }
+    json!([{"role": "user", "content": parts}])
 }

@@ -4,9 +4,10 @@
 //! questions (1 − normalized edit distance, 0 from a distance of 0.5, best reference).
 
 /// How short answers are scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Metric {
     /// VQAv2's normalized match.
+    #[default]
     Vqa,
     /// Average normalized Levenshtein similarity (DocVQA, InfoVQA).
     Anls,

@@ -117,6 +117,17 @@ pub struct QuickstartReport {
     pub first_loss: f64,
     pub last_loss: f64,
     pub model_dir: PathBuf,
+    /// The test split asked again as a VLMEvalKit-style multiple-choice TSV through
+    /// `nuri eval --benchmark` (the question as trained, its answer read as an option).
+    pub benchmark: Option<BenchmarkCheck>,
+}
+
+/// `nuri eval --benchmark` on the test split's TSV.
+#[derive(Debug, Clone)]
+pub struct BenchmarkCheck {
+    pub file: PathBuf,
+    pub n: usize,
+    pub accuracy: f64,
 }
 
 /// `preprocessor_config.json` and `video_preprocessor_config.json` for the quickstart
@@ -331,11 +342,19 @@ fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Eval
     )?;
     let mut splits = BTreeMap::new();
     let mut samples = Vec::new();
+    let mut benchmark = None;
     for split in ["test", "compositional"] {
         let file = limited(data, split, o.eval_limit)?;
         let scored = score_file(&loaded, &file, 64, 12)?;
         if split == "test" {
             samples = pick_samples(&scored);
+            benchmark = Some(benchmark_check(
+                o,
+                data,
+                &file,
+                &trained.model_dir,
+                &loaded,
+            )?);
         }
         splits.insert(split.to_string(), tabulate(&scored));
     }
@@ -353,6 +372,7 @@ fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Eval
     };
     let summary = &trained.summary;
     let report = QuickstartReport {
+        benchmark,
         splits,
         reversed,
         parameters: trained.parameters,
@@ -363,6 +383,37 @@ fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Eval
         model_dir: trained.model_dir,
     };
     Ok(Evaluated { report, samples })
+}
+
+/// The evaluated test questions (`file`) as a VLMEvalKit-style multiple-choice TSV (the
+/// data step writes the whole split's; a limited evaluation writes its own), asked by
+/// `nuri eval --benchmark` with the same batches and token budget as the table's.
+fn benchmark_check(
+    o: &QuickstartOptions,
+    data: &Path,
+    file: &Path,
+    model_dir: &Path,
+    loaded: &crate::generate::Loaded,
+) -> Result<BenchmarkCheck> {
+    let tsv = if o.eval_limit == 0 {
+        data.join("test.tsv")
+    } else {
+        crate::shapes::tsv::write_choice_tsv(file)?
+    };
+    let args = crate::eval::benchmark::BenchmarkArgs {
+        prompt: crate::eval::prompt::PromptStyle::Question,
+        out: Some(o.out.join("eval-test-tsv")),
+        restart: true,
+        ..crate::eval::benchmark::BenchmarkArgs::default()
+    };
+    let name = model_dir.display().to_string();
+    let run = crate::eval::benchmark::run_benchmark(loaded, &name, &tsv, &args, 64, 12)?;
+    let overall = run.summary.vanilla.overall;
+    Ok(BenchmarkCheck {
+        file: tsv,
+        n: overall.n,
+        accuracy: overall.mean(),
+    })
 }
 
 fn print_samples(samples: &[Scored]) {

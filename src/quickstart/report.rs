@@ -193,6 +193,18 @@ pub fn print_report(r: &QuickstartReport, level: u8) {
             gap(both(comp), both(test))
         );
     }
+    if let Some(b) = &r.benchmark {
+        let (right, total) = test
+            .values()
+            .fold((0, 0), |a, c| (a.0 + c.right, a.1 + c.total));
+        println!(
+            "\n  The test split as a VLMEvalKit-style multiple-choice TSV (`nuri eval --benchmark {} --prompt question`): {:.1}% of {} (exact match above: {:.1}% of {total}).",
+            b.file.display(),
+            100.0 * b.accuracy,
+            b.n,
+            100.0 * right as f64 / total.max(1) as f64,
+        );
+    }
     if let Some((flipped, forward)) = r.reversed {
         println!(
             "\n  Reversed clips (direction questions, frames played backwards): {:.1}% answered the reversed direction, {:.1}% the original one.",
@@ -228,6 +240,7 @@ pub(super) fn write_report(r: &QuickstartReport, path: &Path) -> Result<()> {
         "splits": splits,
         "reversed": r.reversed.map(|(a, b)| json!({"reversed_direction": a, "original_direction": b})),
         "model": r.model_dir,
+        "benchmark_tsv": r.benchmark.as_ref().map(|b| json!({"file": b.file, "n": b.n, "accuracy": b.accuracy})),
     });
     std::fs::write(path, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", path.display()))

@@ -12,6 +12,7 @@
 mod draw;
 pub mod scene;
 pub mod text;
+pub mod tsv;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -219,6 +220,8 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
     for (split, n, pairs, salt) in eval_splits {
         write_eval_split(options, split, n, pairs, salt, &mut summary)?;
     }
+    // The test split also as a VLMEvalKit-style multiple-choice TSV.
+    tsv::write_choice_tsv(&out.join("test.jsonl"))?;
     write_info(options, &summary)?;
     Ok(summary)
 }

@@ -53,6 +53,35 @@ pub fn assistant_labels(ids: &[i64], prefix: &[i64], end: i64, last_only: bool) 
     labels
 }
 
+/// Takes the labels off every reasoning block inside an answer: from its opening marker
+/// through its closing one.
+pub fn mask_reasoning(ids: &[i64], labels: &mut [i64], open: i64, close: i64) {
+    let mut inside = false;
+    for (id, label) in ids.iter().zip(labels.iter_mut()) {
+        if *label == IGNORE {
+            inside = false;
+            continue;
+        }
+        inside |= *id == open;
+        if inside {
+            *label = IGNORE;
+            inside = *id != close;
+        }
+    }
+}
+
+/// Whether an assistant turn carries reasoning (a `reasoning_content` field or a `<think>`
+/// block in its text).
+fn has_reasoning(messages: &Json) -> bool {
+    messages.as_array().is_some_and(|list| {
+        list.iter().any(|m| {
+            m["role"] == "assistant"
+                && (m["reasoning_content"].is_string()
+                    || m["content"].to_string().contains("</think>"))
+        })
+    })
+}
+
 /// The tokens around an assistant turn: what opens it and the token that closes it — ChatML's
 /// `<|im_start|>assistant\n` … `<|im_end|>` (Qwen, HyperCLOVA X), EXAONE 4.5's
 /// `<|assistant|>\n` … `<|endofturn|>`, EXAONE 4.0's `[|assistant|]\n` … `[|endofturn|]`.
@@ -60,6 +89,9 @@ pub fn assistant_labels(ids: &[i64], prefix: &[i64], end: i64, last_only: bool) 
 pub struct TurnMarks {
     pub prefix: Vec<i64>,
     pub end: i64,
+    /// The tokens that open and close a reasoning block (`<think>`, `</think>`), where the
+    /// vocabulary has them as tokens.
+    pub think: Option<(i64, i64)>,
 }
 
 impl TurnMarks {
@@ -82,9 +114,11 @@ impl TurnMarks {
                 continue;
             };
             let prefix = tokenizer.encode(open)?.into_iter().map(i64::from).collect();
+            let id = |t: &str| tokenizer.tokenizer.token_to_id(t).map(i64::from);
             return Ok(Self {
                 prefix,
                 end: i64::from(end),
+                think: id("<think>").zip(id("</think>")),
             });
         }
         Err(crate::TrainError::Model(format!(
@@ -106,6 +140,8 @@ pub struct EncodeOptions {
     pub last_turn_only: bool,
     /// The most tokens a sample may have (`data.max_seq_len`).
     pub max_seq_len: usize,
+    /// Labels on reasoning blocks too (`data.train_on_reasoning`).
+    pub train_on_reasoning: bool,
 }
 
 impl EncodeOptions {
@@ -114,6 +150,7 @@ impl EncodeOptions {
         Self {
             last_turn_only: data.last_turn_only,
             max_seq_len: data.max_seq_len,
+            train_on_reasoning: data.train_on_reasoning,
         }
     }
 }
@@ -181,12 +218,25 @@ pub fn encode(
             out.seq_len
         )));
     }
-    let labels = assistant_labels(
+    let mut labels = assistant_labels(
         &out.input_ids,
         &marks.prefix,
         marks.end,
         options.last_turn_only,
     );
+    if !options.train_on_reasoning {
+        match marks.think {
+            Some((open, close)) => mask_reasoning(&out.input_ids, &mut labels, open, close),
+            None if has_reasoning(&sample.messages) => {
+                return Err(bad(
+                    "data.train_on_reasoning = false, but the tokenizer has no <think> and \
+                     </think> tokens to find this sample's reasoning by"
+                        .into(),
+                ));
+            }
+            None => {}
+        }
+    }
     if labels.iter().all(|&l| l == IGNORE) {
         return Err(bad("no assistant tokens after the chat template".into()));
     }

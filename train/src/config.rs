@@ -50,6 +50,12 @@ pub struct DataConfig {
     pub on_bad_sample: BadSamplePolicy,
     /// Loss on the last assistant turn only (else on every assistant turn).
     pub last_turn_only: bool,
+    /// Loss on an answer's reasoning too (an assistant turn's `reasoning_content` /
+    /// `reasoning` / `thinking`, or a `<think>` block in its text, as the chat template
+    /// renders it); `false` learns only what follows the reasoning, given it. Excluding
+    /// needs a tokenizer whose thinking markers are tokens (EXAONE 4.5, HyperCLOVA X Think,
+    /// Qwen3).
+    pub train_on_reasoning: bool,
     /// Threads decoding and preprocessing media ahead of the training step.
     pub workers: usize,
     /// Samples per batch are drawn from windows of `batch_size × bucket_batches` samples and
@@ -76,6 +82,7 @@ impl Default for DataConfig {
             media_root: None,
             on_bad_sample: BadSamplePolicy::Skip,
             last_turn_only: false,
+            train_on_reasoning: true,
             workers: 2,
             bucket_batches: 8,
             max_pixels: None,

@@ -132,7 +132,11 @@ fn from_sharegpt(line: &Json) -> Result<Json, String> {
         } else {
             Json::Array(parts)
         };
-        messages.push(json!({"role": role, "content": content}));
+        let mut message = json!({"role": role, "content": content});
+        if let Some(reasoning) = reasoning_of(turn) {
+            message["reasoning_content"] = reasoning;
+        }
+        messages.push(message);
     }
     Ok(Json::Array(messages))
 }
@@ -140,7 +144,7 @@ fn from_sharegpt(line: &Json) -> Result<Json, String> {
 /// Splits a turn's text at its `<image>` / `<video>` tags into content parts, each tag taking
 /// the next medium of its kind (the tags were counted against the media before); returns the
 /// text after the last tag.
-fn split_at_tags<'a>(
+pub fn split_at_tags<'a>(
     value: &'a str,
     images: &mut std::slice::Iter<'_, String>,
     videos: &mut std::slice::Iter<'_, String>,
@@ -242,6 +246,16 @@ fn media_root_of(path: &Path, media_root: Option<&Path>) -> Result<PathBuf, Trai
     })
 }
 
+/// An assistant turn's reasoning, under any of the names datasets give it: OpenAI-style
+/// `reasoning_content`, `reasoning`, `thinking`. It goes to the chat template as
+/// `reasoning_content`, the name the reasoning families' templates read (a `<think>` block
+/// in the text is left where it is: those templates split it off themselves).
+fn reasoning_of(turn: &Json) -> Option<Json> {
+    ["reasoning_content", "reasoning", "thinking"]
+        .iter()
+        .find_map(|k| turn.get(*k).filter(|v| v.is_string()).cloned())
+}
+
 /// One line's conversation: its messages (media paths absolute), id and length hint.
 fn parse_line(line: &str, root: &Path) -> Result<(Json, Option<String>, usize), String> {
     let record = serde_json::from_str::<Json>(line).map_err(|e| format!("invalid JSON: {e}"))?;
@@ -252,6 +266,17 @@ fn parse_line(line: &str, root: &Path) -> Result<(Json, Option<String>, usize), 
             return Err("expected `conversations` (ShareGPT) or `messages` (OpenAI)".into());
         }
     };
+    if let Some(list) = messages.as_array_mut() {
+        for m in list.iter_mut().filter(|m| m["role"] == "assistant") {
+            if let Some(reasoning) = reasoning_of(m)
+                && let Some(obj) = m.as_object_mut()
+            {
+                obj.remove("reasoning");
+                obj.remove("thinking");
+                obj.insert("reasoning_content".into(), reasoning);
+            }
+        }
+    }
     absolutize(&mut messages, root);
     let length_hint = check(&messages, root)?;
     let id = record.get("id").map(|v| match v {
