@@ -59,18 +59,20 @@ fn b64(path: &Path) -> String {
 
 /// Writes a TSV as pandas does (a field with a tab, quote or newline quoted).
 fn write_tsv(path: &Path, header: &[&str], rows: &[Vec<String>]) {
-    let quote = |f: &str| {
-        if f.contains(['\t', '"', '\n']) {
-            format!("\"{}\"", f.replace('"', "\"\""))
-        } else {
-            f.to_string()
-        }
-    };
     let mut text = header.join("\t") + "\n";
     for r in rows {
-        text += &(r.iter().map(|f| quote(f)).collect::<Vec<_>>().join("\t") + "\n");
+        let fields: Vec<String> = r.iter().map(|f| nuri::shapes::tsv::quote(f)).collect();
+        text += &(fields.join("\t") + "\n");
     }
     std::fs::write(path, text).expect("tsv");
+}
+
+/// Runs `nuri eval --model MODEL --benchmark FILE ARGS…`.
+fn eval(model: &Path, file: &Path, args: &[&str]) -> (bool, String, String) {
+    let (model, file) = (model.display().to_string(), file.display().to_string());
+    let mut all = vec!["eval", "--model", &model, "--benchmark", &file];
+    all.extend_from_slice(args);
+    nuri(&all)
 }
 
 fn read_json(path: &Path) -> Json {
@@ -167,20 +169,19 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
     write_tsv(&tsv, &HEADER, &mmbench_rows());
     let out = dir.join("out");
     let requests = dir.join("requests.jsonl");
-    let (ok, table, err) = nuri(&[
-        "eval",
-        "--model",
-        &model.display().to_string(),
-        "--benchmark",
-        &tsv.display().to_string(),
-        "--circular",
-        "--out",
-        &out.display().to_string(),
-        "--requests",
-        &requests.display().to_string(),
-        "--max-new-tokens",
-        "4",
-    ]);
+    let (ok, table, err) = eval(
+        &model,
+        &tsv,
+        &[
+            "--circular",
+            "--out",
+            &out.display().to_string(),
+            "--requests",
+            &requests.display().to_string(),
+            "--max-new-tokens",
+            "4",
+        ],
+    );
     assert!(ok, "{err}");
     let report = read_json(&out.join("report.json"));
     // The file's own copies are grouped with their question: five rows, five questions,
@@ -252,18 +253,17 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
     // CircularEval rotations made here when the file has none: 4 + 3 options.
     let plain = dir.join("plain.tsv");
     write_tsv(&plain, &HEADER, &mmbench_rows()[..2]);
-    let (ok, _, err) = nuri(&[
-        "eval",
-        "--model",
-        &model.display().to_string(),
-        "--benchmark",
-        &plain.display().to_string(),
-        "--circular",
-        "--out",
-        &dir.join("out-plain").display().to_string(),
-        "--max-new-tokens",
-        "2",
-    ]);
+    let (ok, _, err) = eval(
+        &model,
+        &plain,
+        &[
+            "--circular",
+            "--out",
+            &dir.join("out-plain").display().to_string(),
+            "--max-new-tokens",
+            "2",
+        ],
+    );
     assert!(ok, "{err}");
     let report = read_json(&dir.join("out-plain/report.json"));
     assert_eq!(report["counts"]["questions"], 7, "{report}");
@@ -282,19 +282,18 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
         ),
     )
     .expect("video set");
-    let (ok, _, err) = nuri(&[
-        "eval",
-        "--model",
-        &model.display().to_string(),
-        "--benchmark",
-        &video.display().to_string(),
-        "--out",
-        &dir.join("out-video").display().to_string(),
-        "--max-new-tokens",
-        "2",
-        "--requests",
-        &dir.join("video-requests.jsonl").display().to_string(),
-    ]);
+    let (ok, _, err) = eval(
+        &model,
+        &video,
+        &[
+            "--out",
+            &dir.join("out-video").display().to_string(),
+            "--max-new-tokens",
+            "2",
+            "--requests",
+            &dir.join("video-requests.jsonl").display().to_string(),
+        ],
+    );
     assert!(ok, "{err}");
     let report = read_json(&dir.join("out-video/report.json"));
     assert_eq!(report["results"]["n"], 2, "{report}");
@@ -324,17 +323,16 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
         ),
     )
     .expect("vqa set");
-    let (ok, _, err) = nuri(&[
-        "eval",
-        "--model",
-        &model.display().to_string(),
-        "--benchmark",
-        &vqa.display().to_string(),
-        "--out",
-        &dir.join("out-vqa").display().to_string(),
-        "--max-new-tokens",
-        "2",
-    ]);
+    let (ok, _, err) = eval(
+        &model,
+        &vqa,
+        &[
+            "--out",
+            &dir.join("out-vqa").display().to_string(),
+            "--max-new-tokens",
+            "2",
+        ],
+    );
     assert!(ok, "{err}");
     let report = read_json(&dir.join("out-vqa/report.json"));
     assert_eq!(report["settings"]["task"], "vqa", "{report}");
@@ -343,15 +341,11 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
     // Bad input: a clear error naming the row.
     let bad = dir.join("bad.tsv");
     write_tsv(&bad, &HEADER, &[mmbench_rows()[1].clone()]);
-    let (ok, _, err) = nuri(&[
-        "eval",
-        "--model",
-        &model.display().to_string(),
-        "--benchmark",
-        &bad.display().to_string(),
-        "--out",
-        &dir.join("out-bad").display().to_string(),
-    ]);
+    let (ok, _, err) = eval(
+        &model,
+        &bad,
+        &["--out", &dir.join("out-bad").display().to_string()],
+    );
     assert!(!ok);
     assert!(
         err.contains("bad.tsv:2") && err.contains("refers to row index `0`"),
@@ -513,20 +507,19 @@ fn a_thinking_models_answer_is_read_after_its_reasoning() {
     let tsv = dir.join("mm.tsv");
     write_tsv(&tsv, &HEADER, &mmbench_rows()[..3]);
     let out = dir.join("out");
-    let (ok, _, err) = nuri(&[
-        "eval",
-        "--model",
-        &model.display().to_string(),
-        "--benchmark",
-        &tsv.display().to_string(),
-        "--think",
-        "--max-thinking-tokens",
-        "3",
-        "--max-new-tokens",
-        "8",
-        "--out",
-        &out.display().to_string(),
-    ]);
+    let (ok, _, err) = eval(
+        &model,
+        &tsv,
+        &[
+            "--think",
+            "--max-thinking-tokens",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
     assert!(ok, "{err}");
     let predictions = jsonl(&out.join("predictions.jsonl"));
     assert_eq!(predictions.len(), 3);

@@ -348,13 +348,7 @@ fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Eval
         let scored = score_file(&loaded, &file, 64, 12)?;
         if split == "test" {
             samples = pick_samples(&scored);
-            benchmark = Some(benchmark_check(
-                o,
-                data,
-                &file,
-                &trained.model_dir,
-                &loaded,
-            )?);
+            benchmark = benchmark_check(o, data, &file, &trained.model_dir, &loaded)?;
         }
         splits.insert(split.to_string(), tabulate(&scored));
     }
@@ -387,18 +381,22 @@ fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Eval
 
 /// The evaluated test questions (`file`) as a VLMEvalKit-style multiple-choice TSV (the
 /// data step writes the whole split's; a limited evaluation writes its own), asked by
-/// `nuri eval --benchmark` with the same batches and token budget as the table's.
+/// `nuri eval --benchmark` with the same batches and token budget as the table's. `None`
+/// where the split is too small to make choices from (a family with one answer in it).
 fn benchmark_check(
     o: &QuickstartOptions,
     data: &Path,
     file: &Path,
     model_dir: &Path,
     loaded: &crate::generate::Loaded,
-) -> Result<BenchmarkCheck> {
-    let tsv = if o.eval_limit == 0 {
+) -> Result<Option<BenchmarkCheck>> {
+    let tsv = if o.eval_limit == 0 && data.join("test.tsv").is_file() {
         data.join("test.tsv")
     } else {
-        crate::shapes::tsv::write_choice_tsv(file)?
+        match crate::shapes::tsv::write_choice_tsv(file)? {
+            Some(tsv) => tsv,
+            None => return Ok(None),
+        }
     };
     let args = crate::eval::benchmark::BenchmarkArgs {
         prompt: crate::eval::prompt::PromptStyle::Question,
@@ -409,11 +407,11 @@ fn benchmark_check(
     let name = model_dir.display().to_string();
     let run = crate::eval::benchmark::run_benchmark(loaded, &name, &tsv, &args, 64, 12)?;
     let overall = run.summary.vanilla.overall;
-    Ok(BenchmarkCheck {
+    Ok(Some(BenchmarkCheck {
         file: tsv,
         n: overall.n,
         accuracy: overall.mean(),
-    })
+    }))
 }
 
 fn print_samples(samples: &[Scored]) {

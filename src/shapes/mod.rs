@@ -220,7 +220,8 @@ pub fn generate(options: &ShapesOptions) -> Result<ShapesSummary> {
     for (split, n, pairs, salt) in eval_splits {
         write_eval_split(options, split, n, pairs, salt, &mut summary)?;
     }
-    // The test split also as a VLMEvalKit-style multiple-choice TSV.
+    // The test split also as a VLMEvalKit-style multiple-choice TSV (where it is large
+    // enough to draw choices from).
     tsv::write_choice_tsv(&out.join("test.jsonl"))?;
     write_info(options, &summary)?;
     Ok(summary)

@@ -9,15 +9,16 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use base64::Engine;
 use serde_json::Value as Json;
 
 const LETTERS: [&str; 4] = ["A", "B", "C", "D"];
 
 /// Writes `jsonl` (a split in the training format, one question per line) as a TSV beside
-/// it; returns the TSV's path.
-pub fn write_choice_tsv(jsonl: &Path) -> Result<PathBuf> {
+/// it; returns the TSV's path, or `None` where a family has a single answer in the split
+/// (too small a split to make choices from).
+pub fn write_choice_tsv(jsonl: &Path) -> Result<Option<PathBuf>> {
     let dir = jsonl.parent().unwrap_or(Path::new("."));
     let text =
         std::fs::read_to_string(jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
@@ -44,6 +45,9 @@ pub fn write_choice_tsv(jsonl: &Path) -> Result<PathBuf> {
     for list in answers.values_mut() {
         list.sort();
     }
+    if answers.values().any(|list| list.len() < 2) {
+        return Ok(None);
+    }
     let tsv = jsonl.with_extension("tsv");
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(&tsv).with_context(|| format!("writing {}", tsv.display()))?,
@@ -55,13 +59,6 @@ pub fn write_choice_tsv(jsonl: &Path) -> Result<PathBuf> {
     for (i, l) in lines.iter().enumerate() {
         let (family, lang, answer) = (str_of(l, "family"), str_of(l, "lang"), str_of(l, "answer"));
         let all = &answers[&(family.clone(), lang.clone())];
-        if all.len() < 2 {
-            bail!(
-                "{}: family {family} ({lang}) has one answer in the split; a multiple-choice \
-                 question needs two",
-                jsonl.display()
-            );
-        }
         let at = all.iter().position(|a| *a == answer).expect("collected");
         let n = all.len().min(4);
         // The answer and the next n-1 answers in order, turned so the answer is at i % n.
@@ -85,11 +82,11 @@ pub fn write_choice_tsv(jsonl: &Path) -> Result<PathBuf> {
         writeln!(w, "{}", row.join("\t"))?;
     }
     w.flush()?;
-    Ok(tsv)
+    Ok(Some(tsv))
 }
 
 /// A field as pandas writes it: quoted when it holds a tab, a quote or a newline.
-fn quote(field: &str) -> String {
+pub fn quote(field: &str) -> String {
     if field.contains(['\t', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
