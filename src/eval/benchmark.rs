@@ -70,25 +70,25 @@ pub struct BenchmarkRun {
     pub out: PathBuf,
 }
 
-/// Asks, scores and reports `file`.
+/// Asks, scores and reports `file`. `model` describes the model for the report (`path`,
+/// `dtype`, `quantize`); predictions made by another are not resumed from.
 pub fn run_benchmark(
     loaded: &Loaded,
-    model_name: &str,
+    model: &Json,
     file: &Path,
     args: &BenchmarkArgs,
     batch_size: usize,
     max_new_tokens: usize,
 ) -> Result<BenchmarkRun> {
-    let mut rows = read_rows(file)?;
+    let rows = read_rows(file)?;
     let all_rows = rows.len();
-    if let Some(n) = args.limit {
-        rows.truncate(n);
-    }
     let root = match &args.media_root {
         Some(r) => r.clone(),
         None => file.parent().unwrap_or(Path::new(".")).to_path_buf(),
     };
-    let (task, items) = items(&rows, &root, args.task, args.circular)?;
+    let (task, items) = items(&rows, &root, args.task, args.circular, args.limit)?;
+    // The questions hold what they need (images shared as data URLs).
+    drop(rows);
     let asking = Asking {
         style: args.prompt,
         max_new_tokens,
@@ -110,7 +110,7 @@ pub fn run_benchmark(
         "template_kwargs": asking.template_kwargs,
     });
     let header = json!({
-        "model": model_name,
+        "model": model,
         "benchmark": {"file": file, "sha256": sha256(file)?, "rows": all_rows},
         "settings": settings,
     });
@@ -124,13 +124,28 @@ pub fn run_benchmark(
     if let Some(path) = &args.requests {
         let mut text = String::new();
         for item in &items {
-            let body = asking.openai_body(item, model_name);
+            let body = asking.openai_body(item, model["path"].as_str().unwrap_or("nuri"));
             text += &format!("{}\n", json!({"key": item.key, "body": body}));
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
+    let thinking = asking.template_kwargs.get("enable_thinking") == Some(&Json::Bool(true));
+    if thinking && args.max_thinking_tokens.is_none_or(|n| n >= max_new_tokens) {
+        eprintln!(
+            "warning: thinking is on and --max-new-tokens {max_new_tokens} does not leave room \
+             for an answer after the reasoning; an answer cut inside its reasoning reads as no \
+             answer (set --max-thinking-tokens below --max-new-tokens, or raise the latter)"
+        );
+    }
     let (mut done, mut predictions) = open(&out, &header, args.restart)?;
     ask(loaded, &items, &asking, &mut done, &mut predictions)?;
+    let cut_off = items
+        .iter()
+        .filter(|i| {
+            done.get(&i.key)
+                .is_some_and(|p| p["finish_reason"] == "length")
+        })
+        .count();
 
     let scored = score(&items, &done, task, args.metric);
     let summary = summarize(&scored, args.circular && task == Task::MultipleChoice);
@@ -142,6 +157,7 @@ pub fn run_benchmark(
         "failed": summary.failed,
         "no_answer": summary.no_answer,
         "unscored": summary.unscored,
+        "cut_off": cut_off,
     });
     report["results"] = summary.vanilla.json();
     if let Some(c) = &summary.circular {
@@ -169,12 +185,12 @@ fn markdown(report: &Json, summary: &Summary) -> String {
     let b = &report["benchmark"];
     let c = &report["counts"];
     let mut md = format!(
-        "# {}\n\n- model: `{}`\n- file: `{}` (sha256 `{}`, {} rows)\n- settings: `{}`\n- questions {}, asked {}, failed {}, no answer read {}, without a reference {}\n\n",
+        "# {}\n\n- model: `{}`\n- file: `{}` (sha256 `{}`, {} rows)\n- settings: `{}`\n- questions {}, asked {}, failed {}, no answer read {}, without a reference {}, stopped at --max-new-tokens {}\n\n",
         Path::new(b["file"].as_str().unwrap_or(""))
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default(),
-        report["model"].as_str().unwrap_or(""),
+        report["model"]["path"].as_str().unwrap_or(""),
         b["file"].as_str().unwrap_or(""),
         b["sha256"].as_str().unwrap_or(""),
         b["rows"],
@@ -184,6 +200,7 @@ fn markdown(report: &Json, summary: &Summary) -> String {
         c["failed"],
         c["no_answer"],
         c["unscored"],
+        c["cut_off"],
     );
     let circular = summary.circular.as_ref();
     for (title, l2) in [("category", false), ("l2-category", true)] {

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
@@ -21,8 +22,9 @@ const LETTERS: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 /// An image or video a question shows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Media {
-    /// A `data:` URL (a TSV's base64 image) or an absolute path.
-    Image(String),
+    /// A `data:` URL (a TSV's base64 image; shared by the rows that point at it and by a
+    /// question's rotations) or an absolute path.
+    Image(Arc<str>),
     Video(PathBuf),
 }
 
@@ -57,14 +59,16 @@ pub struct Item {
 }
 
 impl Item {
-    /// Korean: the question or an option has Hangul (VLMEvalKit switches its instruction by
-    /// the script the same way for Chinese).
+    /// Korean: the question, its hint or an option has Hangul (VLMEvalKit switches its
+    /// instruction by the script the same way for Chinese).
     pub fn korean(&self) -> bool {
         let hangul = |s: &str| {
             s.chars()
                 .any(|c| matches!(c, '\u{ac00}'..='\u{d7a3}' | '\u{1100}'..='\u{11ff}' | '\u{3130}'..='\u{318f}'))
         };
-        hangul(&self.question) || self.options.iter().any(|(_, t)| hangul(t))
+        hangul(&self.question)
+            || self.hint.as_deref().is_some_and(hangul)
+            || self.options.iter().any(|(_, t)| hangul(t))
     }
 
     /// The same question with its options turned by `k` places: the option at letter `i`
@@ -93,25 +97,30 @@ impl Item {
     }
 }
 
-/// The questions of a benchmark's rows. `root` resolves relative media paths (the file's
-/// folder unless `--media-root`); `circular` adds each multiple-choice question's rotations
-/// when the file does not already hold them.
+/// The questions of a benchmark's rows (the first `limit` rows'; an image reference may
+/// point past them). `root` resolves relative media paths (the file's folder unless
+/// `--media-root`); `circular` adds each multiple-choice question's rotations when the file
+/// does not already hold them.
 pub fn items(
     rows: &[Row],
     root: &Path,
     task: Option<Task>,
     circular: bool,
+    limit: Option<usize>,
 ) -> Result<(Task, Vec<Item>)> {
     let task = task.unwrap_or_else(|| detect(rows));
-    // Images by index, for the rows that point at another row's image.
-    let mut images: HashMap<String, String> = HashMap::new();
+    // Images by index, as data URLs made once: the rows that point at another row's image
+    // share it.
+    let mut images: HashMap<String, Arc<str>> = HashMap::new();
     for row in rows {
         if let (Some(index), Some(image)) = (row.text("index"), row.text("image"))
             && image.len() > 64
+            && !image.starts_with('[')
         {
-            images.insert(index, image);
+            images.insert(index, data_url(&image).into());
         }
     }
+    let rows = &rows[..limit.unwrap_or(rows.len()).min(rows.len())];
     let mut out = Vec::with_capacity(rows.len());
     let mut keys = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
@@ -160,7 +169,7 @@ fn item(
     i: usize,
     root: &Path,
     task: Task,
-    images: &HashMap<String, String>,
+    images: &HashMap<String, Arc<str>>,
 ) -> Result<Item> {
     let at = &row.at;
     let index = row
@@ -237,7 +246,7 @@ fn options(row: &Row) -> Result<Vec<(char, String)>> {
 /// The answer as a letter: a letter among the options, or an option's exact text.
 fn answer_letter(answer: &str, options: &[(char, String)]) -> Option<String> {
     let a = answer.trim();
-    let letter = a.trim_end_matches(['.', ')']);
+    let letter = a.trim_start_matches('(').trim_end_matches(['.', ')']);
     if let Some((l, _)) = options
         .iter()
         .find(|(l, _)| letter.len() == 1 && letter.starts_with(*l))
@@ -253,21 +262,26 @@ fn answer_letter(answer: &str, options: &[(char, String)]) -> Option<String> {
 /// The row's images (`image`: base64, a list of them, or the index of a row whose image it
 /// shares; `image_path`) and video (`video`: a path, or a Video-MME id found as
 /// `video/ID.mp4`).
-fn media(row: &Row, root: &Path, images: &HashMap<String, String>) -> Result<Vec<Media>> {
+fn media(row: &Row, root: &Path, images: &HashMap<String, Arc<str>>) -> Result<Vec<Media>> {
     let at = &row.at;
     let mut out = Vec::new();
+    let own = row.text("index").and_then(|i| images.get(&i));
     if let Some(list) = row.list("image")? {
         for image in list {
             let data = if image.len() <= 64 {
-                images.get(image.trim()).with_context(|| {
+                images.get(image.trim()).cloned().with_context(|| {
                     format!(
                         "{at}: `image` refers to row index `{image}`, which has no image of its own"
                     )
                 })?
             } else {
-                &image
+                match own {
+                    // The row's own single image, already made into a data URL.
+                    Some(url) if url.ends_with(image.trim()) => url.clone(),
+                    _ => data_url(&image).into(),
+                }
             };
-            out.push(Media::Image(data_url(data)));
+            out.push(Media::Image(data));
         }
     } else if let Some(list) = row.list("image_path")? {
         for p in list {
@@ -275,7 +289,7 @@ fn media(row: &Row, root: &Path, images: &HashMap<String, String>) -> Result<Vec
             if !path.is_file() {
                 bail!("{at}: image_path {} is not a file", path.display());
             }
-            out.push(Media::Image(path.display().to_string()));
+            out.push(Media::Image(path.display().to_string().into()));
         }
     }
     if let Some(v) = row.first(&["video", "video_path"]) {
@@ -323,4 +337,87 @@ fn data_url(b64: &str) -> String {
     .find(|(magic, _)| b64.starts_with(magic))
     .map_or("image/png", |(_, mime)| mime);
     format!("data:{mime};base64,{b64}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(line: usize, fields: serde_json::Value) -> Row {
+        Row {
+            at: format!("t.tsv:{line}"),
+            fields: fields.as_object().expect("object").clone(),
+        }
+    }
+
+    #[test]
+    fn rows_become_questions() {
+        let image = "iVBOR".to_string() + &"A".repeat(80);
+        let rows = vec![
+            row(
+                2,
+                json!({"index": "5", "question": "Q?", "A": "x", "B": "y", "answer": "(B)", "image": image}),
+            ),
+            row(
+                3,
+                json!({"index": "6", "question": "무엇?", "hint": "h", "A": "x", "B": "y", "C": "z", "answer": "z", "image": "5"}),
+            ),
+        ];
+        let (task, qs) = items(&rows, Path::new("/"), None, false, None).expect("items");
+        assert_eq!(task, Task::MultipleChoice);
+        // "(B)" is the letter B; an option's text names its letter.
+        assert_eq!(qs[0].answers, ["B"]);
+        assert_eq!(qs[1].answers, ["C"]);
+        assert!(!qs[0].korean() && qs[1].korean());
+        // Row 6 shares row 5's image: one data URL for both.
+        let (Media::Image(a), Media::Image(b)) = (&qs[0].media[0], &qs[1].media[0]) else {
+            panic!("images");
+        };
+        assert!(Arc::ptr_eq(a, b) && a.starts_with("data:image/png;base64,iVBOR"));
+        // A reference resolves against the whole file, past --limit; row 6 alone has no
+        // row 5 to point at.
+        let reversed = vec![rows[1].clone(), rows[0].clone()];
+        let (_, first) = items(&reversed, Path::new("/"), None, false, Some(1)).expect("limit");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].media, qs[1].media);
+        let err = items(&rows[1..], Path::new("/"), None, false, None)
+            .expect_err("row 6 alone has no row 5 to point at");
+        assert!(err.to_string().contains("t.tsv:3"), "{err}");
+        let (_, limited) = items(&rows, Path::new("/"), None, true, Some(1)).expect("limited");
+        // CircularEval made here: two rotations of the two-option question.
+        assert_eq!(
+            limited.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+            ["5@0", "5@1"]
+        );
+        assert_eq!(limited[1].answers, ["A"]);
+        assert_eq!(limited[1].options[0].1, "y");
+        // A file's own copies (index + 1 000 000) are grouped with their question.
+        let copies = vec![
+            rows[0].clone(),
+            row(
+                4,
+                json!({"index": "1000005", "question": "Q?", "A": "y", "B": "x", "answer": "A", "image": "5"}),
+            ),
+        ];
+        let (_, grouped) = items(&copies, Path::new("/"), None, true, None).expect("copies");
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped[1].group, "5");
+        // Bad rows are named.
+        let bad = vec![row(
+            7,
+            json!({"index": "1", "question": "Q?", "A": "x", "answer": "A"}),
+        )];
+        let err = items(&bad, Path::new("/"), None, false, None).expect_err("one option");
+        assert!(err.to_string().contains("t.tsv:7"), "{err}");
+        let bad = vec![row(
+            8,
+            json!({"index": "1", "question": "Q?", "A": "x", "B": "y", "answer": "E"}),
+        )];
+        let err = items(&bad, Path::new("/"), None, false, None).expect_err("no such answer");
+        assert!(
+            err.to_string().contains("t.tsv:8") && err.to_string().contains("`E`"),
+            "{err}"
+        );
+    }
 }

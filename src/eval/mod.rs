@@ -60,10 +60,14 @@ impl EvalArgs {
     pub fn run(self) -> Result<()> {
         let loaded = self.model.load()?;
         if let Some(file) = &self.benchmark {
-            let name = self.model.model.display().to_string();
+            let model = json!({
+                "path": self.model.model,
+                "dtype": format!("{:?}", self.model.dtype()),
+                "quantize": self.model.quantize.map(|q| format!("{q:?}")),
+            });
             let run = benchmark::run_benchmark(
                 &loaded,
-                &name,
+                &model,
                 file,
                 &self.bench,
                 self.batch_size,

@@ -73,7 +73,7 @@ pub fn messages(item: &Item, style: PromptStyle, openai: bool) -> Json {
         .media
         .iter()
         .filter_map(|m| match m {
-            Media::Image(src) => Some(src.clone()),
+            Media::Image(src) => Some(src.to_string()),
             Media::Video(_) => None,
         })
         .collect();

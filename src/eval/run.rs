@@ -72,15 +72,24 @@ pub fn open(out: &Path, header: &Json, restart: bool) -> Result<(HashMap<String,
     } else if let Ok(text) = std::fs::read_to_string(&run) {
         let before: Json =
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", run.display()))?;
-        if before["benchmark"]["sha256"] != header["benchmark"]["sha256"]
-            || before["settings"] != header["settings"]
-        {
+        for what in ["model", "settings"] {
+            if before[what] != header[what] {
+                bail!(
+                    "{} holds predictions made with another {what} ({} vs now {}); choose \
+                     another --out, or --restart to replace them",
+                    out.display(),
+                    before[what],
+                    header[what]
+                );
+            }
+        }
+        if before["benchmark"]["sha256"] != header["benchmark"]["sha256"] {
             bail!(
-                "{} holds predictions made from another benchmark file or other settings \
-                 ({} vs now {}); choose another --out, or --restart to replace them",
+                "{} holds predictions for another benchmark file (sha256 {} vs now {}); \
+                 choose another --out, or --restart to replace them",
                 out.display(),
-                before["settings"],
-                header["settings"]
+                before["benchmark"]["sha256"],
+                header["benchmark"]["sha256"]
             );
         }
     }
@@ -107,8 +116,14 @@ pub fn open(out: &Path, header: &Json, restart: bool) -> Result<(HashMap<String,
                 .with_context(|| format!("{}:{}: not JSON", predictions.display(), i + 1))?;
             let key = p["key"]
                 .as_str()
-                .with_context(|| format!("{}:{}: no key", predictions.display(), i + 1))?;
-            done.insert(key.to_string(), p);
+                .with_context(|| format!("{}:{}: no key", predictions.display(), i + 1))?
+                .to_string();
+            // A question whose generation failed is asked again (the later line wins).
+            if p.get("error").is_some_and(|e| !e.is_null()) {
+                done.remove(&key);
+            } else {
+                done.insert(key, p);
+            }
         }
     }
     let file = OpenOptions::new()
@@ -122,7 +137,7 @@ pub fn open(out: &Path, header: &Json, restart: bool) -> Result<(HashMap<String,
 /// Asks every question of `items` that `done` has no prediction for, `batch_size` at a
 /// time, appending each prediction to `file` (and to `done`). A batch that fails is asked
 /// again one question at a time, so one bad image costs its own question only (its
-/// prediction records the error).
+/// prediction records the error, and a resumed run asks it again).
 pub fn ask(
     loaded: &Loaded,
     items: &[Item],
@@ -155,6 +170,7 @@ pub fn ask(
             .expect("a valid template"),
     );
     let start = Instant::now();
+    let mut said = start;
     let mut asked = 0;
     for chunk in todo.chunks(asking.batch_size.max(1)) {
         let answers = match answer(loaded, chunk, asking) {
@@ -184,7 +200,8 @@ pub fn ask(
         file.sync_data()?;
         asked += chunk.len();
         bar.inc(chunk.len() as u64);
-        if !tty {
+        if !tty && (said.elapsed().as_secs() >= 10 || asked == todo.len()) {
+            said = Instant::now();
             let rate = asked as f64 / start.elapsed().as_secs_f64().max(1e-9);
             let left = (todo.len() - asked) as f64 / rate;
             eprintln!(
@@ -207,4 +224,52 @@ fn answer(loaded: &Loaded, items: &[&Item], asking: &Asking) -> Result<Vec<Gener
         &loaded.device,
         &mut |_, _| {},
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resuming_keeps_whole_answers_and_asks_failures_again() {
+        let out = std::env::temp_dir().join(format!("nuri-eval-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let header =
+            json!({"model": {"path": "m"}, "benchmark": {"sha256": "ab"}, "settings": {"x": 1}});
+        let (done, _) = open(&out, &header, false).expect("a new folder");
+        assert!(done.is_empty());
+        let predictions = out.join("predictions.jsonl");
+        // An answer, a failure, then a line cut by a kill.
+        std::fs::write(
+            &predictions,
+            "{\"key\":\"1\",\"prediction\":\"A\"}\n{\"key\":\"2\",\"error\":\"bad image\"}\n{\"key\":\"3\",\"predi",
+        )
+        .expect("write");
+        let (done, _) = open(&out, &header, false).expect("resumes");
+        assert_eq!(done.keys().collect::<Vec<_>>(), ["1"]);
+        let kept = std::fs::read_to_string(&predictions).expect("read");
+        assert!(kept.ends_with("\"bad image\"}\n"), "{kept}");
+        // Another model or other settings: refused, the predictions kept.
+        for (what, other) in [
+            (
+                "model",
+                json!({"model": {"path": "n"}, "benchmark": {"sha256": "ab"}, "settings": {"x": 1}}),
+            ),
+            (
+                "settings",
+                json!({"model": {"path": "m"}, "benchmark": {"sha256": "ab"}, "settings": {"x": 2}}),
+            ),
+            (
+                "benchmark file",
+                json!({"model": {"path": "m"}, "benchmark": {"sha256": "cd"}, "settings": {"x": 1}}),
+            ),
+        ] {
+            let err = open(&out, &other, false).expect_err("refused").to_string();
+            assert!(err.contains(what) && err.contains("--restart"), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(&predictions).expect("read"), kept);
+        let (done, _) = open(&out, &header, true).expect("restarts");
+        assert!(done.is_empty());
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }

@@ -404,8 +404,8 @@ fn benchmark_check(
         restart: true,
         ..crate::eval::benchmark::BenchmarkArgs::default()
     };
-    let name = model_dir.display().to_string();
-    let run = crate::eval::benchmark::run_benchmark(loaded, &name, &tsv, &args, 64, 12)?;
+    let model = serde_json::json!({"path": model_dir, "dtype": "F32"});
+    let run = crate::eval::benchmark::run_benchmark(loaded, &model, &tsv, &args, 64, 12)?;
     let overall = run.summary.vanilla.overall;
     Ok(Some(BenchmarkCheck {
         file: tsv,
