@@ -43,8 +43,8 @@ enum Command {
     Generate(GenerateArgs),
     /// An interactive chat: /image PATH, /video PATH, /reset, /exit.
     Chat(ChatArgs),
-    /// Exact-match accuracy of greedy answers on a QA JSONL file (the training format), per
-    /// category.
+    /// Score a model on a benchmark (VLMEvalKit's TSV, VQA, video multiple choice; --benchmark)
+    /// or by exact match on a QA JSONL file in the training format (--data), per category.
     Eval(EvalArgs),
     /// Serve the model over an OpenAI-compatible HTTP API until SIGINT/SIGTERM.
     Serve(ServeArgs),

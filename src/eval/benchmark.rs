@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use serde_json::{Value as Json, json};
 
-use super::items::{Task, items};
+use super::items::{Item, Task, items};
 use super::prompt::PromptStyle;
 use super::run::{Asking, ask, open};
 use super::score::{Summary, Tallies, lines, score, summarize};
@@ -70,25 +70,45 @@ pub struct BenchmarkRun {
     pub out: PathBuf,
 }
 
-/// Asks, scores and reports `file`. `model` describes the model for the report (`path`,
-/// `dtype`, `quantize`); predictions made by another are not resumed from.
-pub fn run_benchmark(
-    loaded: &Loaded,
-    model: &Json,
-    file: &Path,
-    args: &BenchmarkArgs,
-    batch_size: usize,
-    max_new_tokens: usize,
-) -> Result<BenchmarkRun> {
+/// A benchmark file read into its questions.
+#[derive(Debug, Clone)]
+pub struct Benchmark {
+    pub file: PathBuf,
+    pub sha256: String,
+    /// Rows in the file (before `--limit`).
+    pub rows: usize,
+    pub task: Task,
+    pub items: Vec<Item>,
+}
+
+/// Reads `file` into its questions (before any model is loaded: a bad file fails fast).
+pub fn read_benchmark(file: &Path, args: &BenchmarkArgs) -> Result<Benchmark> {
     let rows = read_rows(file)?;
-    let all_rows = rows.len();
     let root = match &args.media_root {
         Some(r) => r.clone(),
         None => file.parent().unwrap_or(Path::new(".")).to_path_buf(),
     };
     let (task, items) = items(&rows, &root, args.task, args.circular, args.limit)?;
-    // The questions hold what they need (images shared as data URLs).
-    drop(rows);
+    Ok(Benchmark {
+        file: file.to_path_buf(),
+        sha256: sha256(file)?,
+        rows: rows.len(),
+        task,
+        items,
+    })
+}
+
+/// Asks, scores and reports `bench`. `model` describes the model for the report (`path`,
+/// `dtype`, `quantize`); predictions made by another are not resumed from.
+pub fn run_benchmark(
+    loaded: &Loaded,
+    model: &Json,
+    bench: &Benchmark,
+    args: &BenchmarkArgs,
+    batch_size: usize,
+    max_new_tokens: usize,
+) -> Result<BenchmarkRun> {
+    let (file, task, items) = (&bench.file, bench.task, &bench.items);
     let asking = Asking {
         style: args.prompt,
         max_new_tokens,
@@ -111,7 +131,7 @@ pub fn run_benchmark(
     });
     let header = json!({
         "model": model,
-        "benchmark": {"file": file, "sha256": sha256(file)?, "rows": all_rows},
+        "benchmark": {"file": file, "sha256": bench.sha256, "rows": bench.rows},
         "settings": settings,
     });
     let out = args.out.clone().unwrap_or_else(|| {
@@ -123,7 +143,7 @@ pub fn run_benchmark(
     });
     if let Some(path) = &args.requests {
         let mut text = String::new();
-        for item in &items {
+        for item in items {
             let body = asking.openai_body(item, model["path"].as_str().unwrap_or("nuri"));
             text += &format!("{}\n", json!({"key": item.key, "body": body}));
         }
@@ -138,7 +158,7 @@ pub fn run_benchmark(
         );
     }
     let (mut done, mut predictions) = open(&out, &header, args.restart)?;
-    ask(loaded, &items, &asking, &mut done, &mut predictions)?;
+    ask(loaded, items, &asking, &mut done, &mut predictions)?;
     let cut_off = items
         .iter()
         .filter(|i| {
@@ -147,7 +167,7 @@ pub fn run_benchmark(
         })
         .count();
 
-    let scored = score(&items, &done, task, args.metric);
+    let scored = score(items, &done, task, args.metric);
     let summary = summarize(&scored, args.circular && task == Task::MultipleChoice);
     write(&out.join("scored.jsonl"), &lines(&scored))?;
     let mut report = header.clone();

@@ -26,6 +26,7 @@ use crate::generate::Loaded;
 
 /// `nuri eval`'s flags.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["data", "benchmark"])))]
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -47,8 +48,10 @@ pub struct EvalArgs {
     /// The field of each line that names its category (--data).
     #[arg(long, default_value = "category")]
     category_field: String,
+    /// Questions generated together (greedy).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// The most tokens an answer may have (its reasoning included).
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// Write a JSON report here (--data).
@@ -58,8 +61,9 @@ pub struct EvalArgs {
 
 impl EvalArgs {
     pub fn run(self) -> Result<()> {
-        let loaded = self.model.load()?;
         if let Some(file) = &self.benchmark {
+            let bench = benchmark::read_benchmark(file, &self.bench)?;
+            let loaded = self.model.load()?;
             let model = json!({
                 "path": self.model.model,
                 "dtype": format!("{:?}", self.model.dtype()),
@@ -68,7 +72,7 @@ impl EvalArgs {
             let run = benchmark::run_benchmark(
                 &loaded,
                 &model,
-                file,
+                &bench,
                 &self.bench,
                 self.batch_size,
                 self.max_new_tokens,
@@ -81,6 +85,7 @@ impl EvalArgs {
             .data
             .as_deref()
             .expect("clap requires --data or --benchmark");
+        let loaded = self.model.load()?;
         run_eval(
             &loaded,
             data,

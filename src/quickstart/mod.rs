@@ -405,7 +405,8 @@ fn benchmark_check(
         ..crate::eval::benchmark::BenchmarkArgs::default()
     };
     let model = serde_json::json!({"path": model_dir, "dtype": "F32"});
-    let run = crate::eval::benchmark::run_benchmark(loaded, &model, &tsv, &args, 64, 12)?;
+    let bench = crate::eval::benchmark::read_benchmark(&tsv, &args)?;
+    let run = crate::eval::benchmark::run_benchmark(loaded, &model, &bench, &args, 64, 12)?;
     let overall = run.summary.vanilla.overall;
     Ok(Some(BenchmarkCheck {
         file: tsv,
