@@ -336,7 +336,24 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
     assert!(ok, "{err}");
     let report = read_json(&dir.join("out-vqa/report.json"));
     assert_eq!(report["settings"]["task"], "vqa", "{report}");
+    assert_eq!(report["settings"]["metric"], "vqa", "{report}");
     assert_eq!(report["results"]["n"], 1, "{report}");
+    // A document set is scored by ANLS (as VLMEvalKit picks it, by the dataset's name).
+    let doc = dir.join("DocVQA_mini.jsonl");
+    std::fs::copy(&vqa, &doc).expect("copy");
+    let (ok, _, err) = eval(
+        &model,
+        &doc,
+        &[
+            "--out",
+            &dir.join("out-doc").display().to_string(),
+            "--max-new-tokens",
+            "2",
+        ],
+    );
+    assert!(ok, "{err}");
+    let report = read_json(&dir.join("out-doc/report.json"));
+    assert_eq!(report["settings"]["metric"], "anls", "{report}");
 
     // Bad input: a clear error naming the row.
     let bad = dir.join("bad.tsv");

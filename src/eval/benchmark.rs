@@ -26,9 +26,10 @@ pub struct BenchmarkArgs {
     /// (A, B, …) or an `options` list.
     #[arg(long, value_enum)]
     pub task: Option<Task>,
-    /// How short answers are scored (vqa: VQAv2's normalized match; anls: DocVQA's).
-    #[arg(long, value_enum, default_value = "vqa")]
-    pub metric: Metric,
+    /// How short answers are scored (vqa: VQAv2's normalized match; anls: DocVQA's); by
+    /// default anls for a file named like DocVQA or InfoVQA, else vqa.
+    #[arg(long, value_enum)]
+    pub metric: Option<Metric>,
     /// How a question is written: VLMEvalKit's prompt, or the question alone.
     #[arg(long, value_enum, default_value = "vlmevalkit")]
     pub prompt: PromptStyle,
@@ -109,6 +110,13 @@ pub fn run_benchmark(
     max_new_tokens: usize,
 ) -> Result<BenchmarkRun> {
     let (file, task, items) = (&bench.file, bench.task, &bench.items);
+    let metric = args.metric.unwrap_or_else(|| {
+        let name = file.file_name().map(|n| n.to_string_lossy().to_lowercase());
+        match name {
+            Some(n) if n.contains("docvqa") || n.contains("infovqa") => Metric::Anls,
+            _ => Metric::Vqa,
+        }
+    });
     let asking = Asking {
         style: args.prompt,
         max_new_tokens,
@@ -121,7 +129,7 @@ pub fn run_benchmark(
     };
     let settings = json!({
         "task": name(&|| task.to_possible_value()),
-        "metric": name(&|| args.metric.to_possible_value()),
+        "metric": name(&|| metric.to_possible_value()),
         "prompt": name(&|| args.prompt.to_possible_value()),
         "circular": args.circular,
         "limit": args.limit,
@@ -167,7 +175,7 @@ pub fn run_benchmark(
         })
         .count();
 
-    let scored = score(items, &done, task, args.metric);
+    let scored = score(items, &done, task, metric);
     let summary = summarize(&scored, args.circular && task == Task::MultipleChoice);
     write(&out.join("scored.jsonl"), &lines(&scored))?;
     let mut report = header.clone();
