@@ -18,7 +18,7 @@ const PUNCT: [char; 21] = [
     '?', '!',
 ];
 
-const NUMBERS: [(&str, &str); 11] = [
+const NUMBERS: [(&str, &str); 12] = [
     ("none", "0"),
     ("zero", "0"),
     ("one", "1"),
@@ -30,80 +30,166 @@ const NUMBERS: [(&str, &str); 11] = [
     ("seven", "7"),
     ("eight", "8"),
     ("nine", "9"),
+    ("ten", "10"),
 ];
 
-/// The official list's contractions written without their apostrophe.
-const CONTRACTIONS: [(&str, &str); 44] = [
+/// The official evaluation's contractions (words are lowercased before they are looked up,
+/// so its capitalized keys never match, there as here).
+const CONTRACTIONS: [(&str, &str); 120] = [
     ("aint", "ain't"),
     ("arent", "aren't"),
     ("cant", "can't"),
     ("couldve", "could've"),
     ("couldnt", "couldn't"),
+    ("couldn'tve", "couldn't've"),
+    ("couldnt've", "couldn't've"),
     ("didnt", "didn't"),
     ("doesnt", "doesn't"),
     ("dont", "don't"),
     ("hadnt", "hadn't"),
+    ("hadnt've", "hadn't've"),
+    ("hadn'tve", "hadn't've"),
     ("hasnt", "hasn't"),
     ("havent", "haven't"),
     ("hed", "he'd"),
+    ("hed've", "he'd've"),
+    ("he'dve", "he'd've"),
     ("hes", "he's"),
     ("howd", "how'd"),
     ("howll", "how'll"),
     ("hows", "how's"),
+    ("Id've", "I'd've"),
+    ("I'dve", "I'd've"),
     ("Im", "I'm"),
     ("Ive", "I've"),
     ("isnt", "isn't"),
     ("itd", "it'd"),
+    ("itd've", "it'd've"),
+    ("it'dve", "it'd've"),
     ("itll", "it'll"),
-    ("lets", "let's"),
+    ("let's", "let's"),
+    ("maam", "ma'am"),
+    ("mightnt", "mightn't"),
+    ("mightnt've", "mightn't've"),
+    ("mightn'tve", "mightn't've"),
     ("mightve", "might've"),
-    ("mustve", "must've"),
     ("mustnt", "mustn't"),
+    ("mustve", "must've"),
     ("neednt", "needn't"),
+    ("notve", "not've"),
+    ("oclock", "o'clock"),
+    ("oughtnt", "oughtn't"),
+    ("ow's'at", "'ow's'at"),
+    ("'ows'at", "'ow's'at"),
+    ("'ow'sat", "'ow's'at"),
+    ("shant", "shan't"),
+    ("shed've", "she'd've"),
+    ("she'dve", "she'd've"),
+    ("she's", "she's"),
     ("shouldve", "should've"),
     ("shouldnt", "shouldn't"),
+    ("shouldnt've", "shouldn't've"),
+    ("shouldn'tve", "shouldn't've"),
+    ("somebody'd", "somebodyd"),
+    ("somebodyd've", "somebody'd've"),
+    ("somebody'dve", "somebody'd've"),
+    ("somebodyll", "somebody'll"),
+    ("somebodys", "somebody's"),
+    ("someoned", "someone'd"),
+    ("someoned've", "someone'd've"),
+    ("someone'dve", "someone'd've"),
+    ("someonell", "someone'll"),
+    ("someones", "someone's"),
+    ("somethingd", "something'd"),
+    ("somethingd've", "something'd've"),
+    ("something'dve", "something'd've"),
+    ("somethingll", "something'll"),
     ("thats", "that's"),
     ("thered", "there'd"),
+    ("thered've", "there'd've"),
+    ("there'dve", "there'd've"),
+    ("therere", "there're"),
     ("theres", "there's"),
     ("theyd", "they'd"),
+    ("theyd've", "they'd've"),
+    ("they'dve", "they'd've"),
     ("theyll", "they'll"),
     ("theyre", "they're"),
     ("theyve", "they've"),
+    ("twas", "'twas"),
     ("wasnt", "wasn't"),
+    ("wed've", "we'd've"),
+    ("we'dve", "we'd've"),
+    ("weve", "we've"),
     ("werent", "weren't"),
+    ("whatll", "what'll"),
+    ("whatre", "what're"),
     ("whats", "what's"),
+    ("whatve", "what've"),
+    ("whens", "when's"),
+    ("whered", "where'd"),
+    ("wheres", "where's"),
+    ("whereve", "where've"),
+    ("whod", "who'd"),
+    ("whod've", "who'd've"),
+    ("who'dve", "who'd've"),
+    ("wholl", "who'll"),
     ("whos", "who's"),
+    ("whove", "who've"),
+    ("whyll", "why'll"),
+    ("whyre", "why're"),
+    ("whys", "why's"),
     ("wont", "won't"),
+    ("wouldve", "would've"),
     ("wouldnt", "wouldn't"),
+    ("wouldnt've", "wouldn't've"),
+    ("wouldn'tve", "wouldn't've"),
+    ("yall", "y'all"),
+    ("yall'll", "y'all'll"),
+    ("y'allll", "y'all'll"),
+    ("yall'd've", "y'all'd've"),
+    ("y'alld've", "y'all'd've"),
+    ("y'all'dve", "y'all'd've"),
     ("youd", "you'd"),
+    ("youd've", "you'd've"),
+    ("you'dve", "you'd've"),
+    ("youll", "you'll"),
     ("youre", "you're"),
     ("youve", "you've"),
 ];
+
+/// How many periods the official code removes at most (it passes `re.UNICODE`, 32, where
+/// `re.sub` takes its count).
+const PERIODS_REMOVED: usize = 32;
 
 /// An answer as VQAv2's evaluation compares it.
 pub fn normalize(answer: &str) -> String {
     let text = answer.replace(['\n', '\t'], " ");
     let text = text.trim();
-    // A comma between digits (`1,000`) makes every punctuation mark vanish rather than
-    // become a space, as it does next to a space.
-    let comma_in_number = text
-        .as_bytes()
-        .windows(3)
-        .any(|w| w[0].is_ascii_digit() && w[1] == b',' && w[2].is_ascii_digit());
+    let digit = |c: Option<&char>| c.is_some_and(|c| c.is_numeric());
+    // A comma between digits (`1,000`) anywhere makes every punctuation mark vanish rather
+    // than become a space, as a mark next to a space does.
+    let chars: Vec<char> = text.chars().collect();
+    let comma_in_number = (1..chars.len().saturating_sub(1))
+        .any(|i| chars[i] == ',' && digit(chars.get(i - 1)) && digit(chars.get(i + 1)));
     let mut out = text.to_string();
     for p in PUNCT {
         let spaced = text.contains(&format!("{p} ")) || text.contains(&format!(" {p}"));
         out = out.replace(p, if spaced || comma_in_number { "" } else { " " });
     }
-    // A period goes unless a digit follows it (`2.5` stays).
+    // A period goes unless a digit is on either side of it (`2.5`, `3.`), the first 32.
     let chars: Vec<char> = out.chars().collect();
-    let out: String = chars
-        .iter()
-        .enumerate()
-        .filter(|&(i, &c)| c != '.' || chars.get(i + 1).is_some_and(|n| n.is_ascii_digit()))
-        .map(|(_, &c)| c)
-        .collect();
-    let lower = out.to_lowercase();
+    let mut removed = 0;
+    let mut kept = String::with_capacity(out.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let number = (i > 0 && digit(chars.get(i - 1))) || digit(chars.get(i + 1));
+        if c == '.' && !number && removed < PERIODS_REMOVED {
+            removed += 1;
+            continue;
+        }
+        kept.push(c);
+    }
+    let lower = kept.to_lowercase();
     let words: Vec<&str> = lower
         .split_whitespace()
         .map(|w| NUMBERS.iter().find(|(k, _)| *k == w).map_or(w, |(_, v)| v))
@@ -111,7 +197,7 @@ pub fn normalize(answer: &str) -> String {
         .map(|w| {
             CONTRACTIONS
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(w))
+                .find(|(k, _)| *k == w)
                 .map_or(w, |(_, v)| v)
         })
         .collect();
@@ -141,29 +227,35 @@ pub fn vqa_accuracy(prediction: &str, references: &[String]) -> f64 {
     }
 }
 
-/// ANLS of `prediction` against `references`: the best over the references of 1 − the
-/// edit distance over the longer length (lowercased, spaces collapsed), 0 where that
-/// distance is 0.5 or more.
+/// ANLS of `prediction` against `references`, as VLMEvalKit computes it: per reference the
+/// edit distance between the two lowercased, space-collapsed texts over the longer of the
+/// two as written; the best reference's 1 − that, or 0 where it falls below 0.5.
 pub fn anls(prediction: &str, references: &[String]) -> f64 {
-    let clean = |s: &str| {
+    let clean = |s: &str| -> Vec<char> {
         s.split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
             .to_lowercase()
+            .chars()
+            .collect()
     };
-    let p: Vec<char> = clean(prediction).chars().collect();
-    references
+    let p = clean(prediction);
+    let p_len = prediction.to_uppercase().chars().count();
+    let best = references
         .iter()
         .map(|r| {
-            let r: Vec<char> = clean(r).chars().collect();
-            let longest = p.len().max(r.len());
+            let longest = p_len.max(r.to_uppercase().chars().count());
             if longest == 0 {
-                return 1.0;
+                return 0.0;
             }
-            let d = levenshtein(&p, &r) as f64 / longest as f64;
-            if d < 0.5 { 1.0 - d } else { 0.0 }
+            levenshtein(&p, &clean(r)) as f64 / longest as f64
         })
-        .fold(0.0, f64::max)
+        .fold(f64::INFINITY, f64::min);
+    if references.is_empty() || 1.0 - best < 0.5 {
+        0.0
+    } else {
+        1.0 - best
+    }
 }
 
 fn levenshtein(a: &[char], b: &[char]) -> usize {
@@ -223,5 +315,53 @@ mod tests {
         // The best reference counts.
         assert_eq!(anls("total", &refs(&["sum", "Total"])), 1.0);
         assert_eq!(anls("", &refs(&["x"])), 0.0);
+        // Exactly half wrong still counts (VLMEvalKit's threshold is on 1 − distance).
+        assert_eq!(anls("ab", &refs(&["ax"])), 0.5);
+    }
+
+    /// 300 predictions against one, three or ten references, scored by VLMEvalKit's own
+    /// VQA evaluation (tools/reference/make_vqa_fixture.py).
+    #[test]
+    fn the_same_scores_as_vlmevalkit() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/eval/vqa.json");
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+        let cases = fixture["cases"].as_array().expect("cases");
+        assert_eq!(cases.len(), 300);
+        let mut wrong = Vec::new();
+        for c in cases {
+            let p = c["prediction"].as_str().expect("prediction");
+            let answers: Vec<String> = c["answers"]
+                .as_array()
+                .expect("answers")
+                .iter()
+                .map(|a| a.as_str().expect("answer").to_string())
+                .collect();
+            let normalized = normalize(p);
+            if normalized != c["normalized"].as_str().expect("normalized") {
+                wrong.push(format!(
+                    "normalize({p:?}) = {normalized:?} vs {}",
+                    c["normalized"]
+                ));
+            }
+            // One reference: a normalized match here, where VLMEvalKit's leave-one-out
+            // formula has no other answer to count and gives 0.
+            let expected = c["vqa_score"].as_f64().expect("vqa");
+            let got = vqa_accuracy(p, &answers);
+            if answers.len() > 1 && (got - expected).abs() > 1e-12 {
+                wrong.push(format!("vqa({p:?}, {answers:?}) = {got} vs {expected}"));
+            }
+            let expected = c["anls"].as_f64().expect("anls");
+            let got = anls(p, &answers);
+            if (got - expected).abs() > 1e-12 {
+                wrong.push(format!("anls({p:?}, {answers:?}) = {got} vs {expected}"));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} differ:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
     }
 }
