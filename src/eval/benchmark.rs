@@ -38,7 +38,7 @@ pub struct BenchmarkArgs {
     /// only when every answer is.
     #[arg(long)]
     pub circular: bool,
-    /// Where predictions and the report go (default: eval-<benchmark file's name>).
+    /// Where predictions and the report go (default: runs/eval/<benchmark file's name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Drop the predictions already in --out instead of resuming from them.
@@ -147,7 +147,7 @@ pub fn run_benchmark(
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("benchmark");
-        PathBuf::from(format!("eval-{stem}"))
+        Path::new("runs/eval").join(stem)
     });
     if let Some(path) = &args.requests {
         let mut text = String::new();
