@@ -138,7 +138,8 @@ pub fn summarize(scored: &[Scored], circular: bool) -> Summary {
     let mut groups: BTreeMap<&str, (&Item, bool, usize)> = BTreeMap::new();
     for r in scored {
         s.failed += usize::from(r.error.is_some());
-        s.no_answer += usize::from(r.chosen == Some(NO_ANSWER));
+        // A failed generation is counted as failed, not as an answer with no letter in it.
+        s.no_answer += usize::from(r.chosen == Some(NO_ANSWER) && r.error.is_none());
         let Some(score) = r.score else {
             s.unscored += 1;
             continue;
