@@ -114,8 +114,14 @@ pub(crate) fn freeze(mut model: NuriModel, config: &TrainConfig) -> NuriModel {
     model
 }
 
+/// The run's optimizer: [`adamw`] with its `[optim]` section.
 pub(crate) fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
-    let o = &config.optim;
+    adamw(&config.optim)
+}
+
+/// AdamW with `o`'s betas, epsilon and (decoupled) weight decay; the learning rate is given
+/// per step and group.
+pub fn adamw(o: &crate::config::OptimConfig) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_beta_1(o.beta1 as f32)
         .with_beta_2(o.beta2 as f32)
