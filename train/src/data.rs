@@ -133,7 +133,7 @@ fn from_sharegpt(line: &Json) -> Result<Json, String> {
             Json::Array(parts)
         };
         let mut message = json!({"role": role, "content": content});
-        if let Some(reasoning) = reasoning_of(turn) {
+        if let Some(reasoning) = reasoning_of(turn).filter(|_| role == "assistant") {
             message["reasoning_content"] = reasoning;
         }
         messages.push(message);
