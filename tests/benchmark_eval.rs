@@ -75,6 +75,18 @@ fn eval(model: &Path, file: &Path, args: &[&str]) -> (bool, String, String) {
     nuri(&all)
 }
 
+/// Runs `nuri eval` on `file` into `out` with `args`, which must succeed; its report.
+fn eval_report(model: &Path, file: &Path, out: &Path, args: &[&str]) -> Json {
+    let out_arg = out.display().to_string();
+    let all: Vec<&str> = ["--out", out_arg.as_str()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let (ok, _, err) = eval(model, file, &all);
+    assert!(ok, "{err}");
+    read_json(&out.join("report.json"))
+}
+
 fn read_json(path: &Path) -> Json {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
 }
@@ -253,19 +265,12 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
     // CircularEval rotations made here when the file has none: 4 + 3 options.
     let plain = dir.join("plain.tsv");
     write_tsv(&plain, &HEADER, &mmbench_rows()[..2]);
-    let (ok, _, err) = eval(
+    let report = eval_report(
         &model,
         &plain,
-        &[
-            "--circular",
-            "--out",
-            &dir.join("out-plain").display().to_string(),
-            "--max-new-tokens",
-            "2",
-        ],
+        &dir.join("out-plain"),
+        &["--circular", "--max-new-tokens", "2"],
     );
-    assert!(ok, "{err}");
-    let report = read_json(&dir.join("out-plain/report.json"));
     assert_eq!(report["counts"]["questions"], 7, "{report}");
     assert_eq!(report["circular"]["n"], 2, "{report}");
 
@@ -282,20 +287,17 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
         ),
     )
     .expect("video set");
-    let (ok, _, err) = eval(
+    let report = eval_report(
         &model,
         &video,
+        &dir.join("out-video"),
         &[
-            "--out",
-            &dir.join("out-video").display().to_string(),
             "--max-new-tokens",
             "2",
             "--requests",
             &dir.join("video-requests.jsonl").display().to_string(),
         ],
     );
-    assert!(ok, "{err}");
-    let report = read_json(&dir.join("out-video/report.json"));
     assert_eq!(report["results"]["n"], 2, "{report}");
     assert_eq!(report["counts"]["failed"], 0, "{report}");
     assert!(
@@ -323,36 +325,24 @@ fn vlmevalkit_tsv_with_circular_copies_video_and_vqa() {
         ),
     )
     .expect("vqa set");
-    let (ok, _, err) = eval(
+    let report = eval_report(
         &model,
         &vqa,
-        &[
-            "--out",
-            &dir.join("out-vqa").display().to_string(),
-            "--max-new-tokens",
-            "2",
-        ],
+        &dir.join("out-vqa"),
+        &["--max-new-tokens", "2"],
     );
-    assert!(ok, "{err}");
-    let report = read_json(&dir.join("out-vqa/report.json"));
     assert_eq!(report["settings"]["task"], "vqa", "{report}");
     assert_eq!(report["settings"]["metric"], "vqa", "{report}");
     assert_eq!(report["results"]["n"], 1, "{report}");
     // A document set is scored by ANLS (as VLMEvalKit picks it, by the dataset's name).
     let doc = dir.join("DocVQA_mini.jsonl");
     std::fs::copy(&vqa, &doc).expect("copy");
-    let (ok, _, err) = eval(
+    let report = eval_report(
         &model,
         &doc,
-        &[
-            "--out",
-            &dir.join("out-doc").display().to_string(),
-            "--max-new-tokens",
-            "2",
-        ],
+        &dir.join("out-doc"),
+        &["--max-new-tokens", "2"],
     );
-    assert!(ok, "{err}");
-    let report = read_json(&dir.join("out-doc/report.json"));
     assert_eq!(report["settings"]["metric"], "anls", "{report}");
 
     // Bad input: a clear error naming the row.
@@ -524,20 +514,18 @@ fn a_thinking_models_answer_is_read_after_its_reasoning() {
     let tsv = dir.join("mm.tsv");
     write_tsv(&tsv, &HEADER, &mmbench_rows()[..3]);
     let out = dir.join("out");
-    let (ok, _, err) = eval(
+    let report = eval_report(
         &model,
         &tsv,
+        &out,
         &[
             "--think",
             "--max-thinking-tokens",
             "3",
             "--max-new-tokens",
             "8",
-            "--out",
-            &out.display().to_string(),
         ],
     );
-    assert!(ok, "{err}");
     let predictions = jsonl(&out.join("predictions.jsonl"));
     assert_eq!(predictions.len(), 3);
     for p in &predictions {
@@ -556,7 +544,6 @@ fn a_thinking_models_answer_is_read_after_its_reasoning() {
             "{p}"
         );
     }
-    let report = read_json(&out.join("report.json"));
     assert_eq!(
         report["settings"]["template_kwargs"]["enable_thinking"], true,
         "{report}"

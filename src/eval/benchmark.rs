@@ -79,6 +79,9 @@ pub struct Benchmark {
     /// Rows in the file (before `--limit`).
     pub rows: usize,
     pub task: Task,
+    /// How short answers are scored: `--metric`, else ANLS for a file named like DocVQA or
+    /// InfoVQA (as VLMEvalKit picks it by the dataset), else VQAv2's match.
+    pub metric: Metric,
     pub items: Vec<Item>,
 }
 
@@ -90,11 +93,17 @@ pub fn read_benchmark(file: &Path, args: &BenchmarkArgs) -> Result<Benchmark> {
         None => file.parent().unwrap_or(Path::new(".")).to_path_buf(),
     };
     let (task, items) = items(&rows, &root, args.task, args.circular, args.limit)?;
+    let name = file.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    let metric = args.metric.unwrap_or(match name {
+        Some(n) if n.contains("docvqa") || n.contains("infovqa") => Metric::Anls,
+        _ => Metric::Vqa,
+    });
     Ok(Benchmark {
         file: file.to_path_buf(),
         sha256: sha256(file)?,
         rows: rows.len(),
         task,
+        metric,
         items,
     })
 }
@@ -109,14 +118,7 @@ pub fn run_benchmark(
     batch_size: usize,
     max_new_tokens: usize,
 ) -> Result<BenchmarkRun> {
-    let (file, task, items) = (&bench.file, bench.task, &bench.items);
-    let metric = args.metric.unwrap_or_else(|| {
-        let name = file.file_name().map(|n| n.to_string_lossy().to_lowercase());
-        match name {
-            Some(n) if n.contains("docvqa") || n.contains("infovqa") => Metric::Anls,
-            _ => Metric::Vqa,
-        }
-    });
+    let (file, task, metric, items) = (&bench.file, bench.task, bench.metric, &bench.items);
     let asking = Asking {
         style: args.prompt,
         max_new_tokens,
@@ -124,13 +126,10 @@ pub fn run_benchmark(
         template_kwargs: args.template.kwargs(),
         batch_size,
     };
-    let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
-        v().map(|p| p.get_name().to_string()).unwrap_or_default()
-    };
     let settings = json!({
-        "task": name(&|| task.to_possible_value()),
-        "metric": name(&|| metric.to_possible_value()),
-        "prompt": name(&|| args.prompt.to_possible_value()),
+        "task": value_name(&task),
+        "metric": value_name(&metric),
+        "prompt": value_name(&args.prompt),
         "circular": args.circular,
         "limit": args.limit,
         "max_new_tokens": max_new_tokens,
@@ -202,6 +201,13 @@ pub fn run_benchmark(
         markdown,
         out,
     })
+}
+
+/// A flag value's name as the command line spells it (`multiple-choice`, `anls`).
+fn value_name(v: &impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -172,10 +172,7 @@ mod tests {
     /// VLMEvalKit's own `can_infer` (tools/reference/make_extraction_fixture.py).
     #[test]
     fn the_same_letters_as_vlmevalkit() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/eval/extraction.json");
-        let fixture: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
-        let cases = fixture["cases"].as_array().expect("cases");
+        let cases = crate::eval::reference_cases("extraction.json");
         assert_eq!(cases.len(), 400);
         let mut wrong = Vec::new();
         for c in cases {

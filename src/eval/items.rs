@@ -71,6 +71,12 @@ impl Item {
             || self.options.iter().any(|(_, t)| hangul(t))
     }
 
+    /// Whether this is a question's first asking: its own row, or the unrotated form of the
+    /// rotations made here (not a file's CircularEval copy, nor a later rotation).
+    pub fn first_asking(&self) -> bool {
+        self.key == self.group || self.key.ends_with("@0")
+    }
+
     /// The same question with its options turned by `k` places: the option at letter `i`
     /// is the one that was at `i + k`, and the answer letter follows its text.
     pub fn rotated(&self, k: usize) -> Item {
@@ -138,15 +144,7 @@ pub fn items(
     if circular && task == Task::MultipleChoice && !has_copies {
         out = out
             .into_iter()
-            .flat_map(|it| {
-                let n = it.options.len().max(1);
-                let mut all = vec![Item {
-                    key: format!("{}@0", it.key),
-                    ..it.clone()
-                }];
-                all.extend((1..n).map(|k| it.rotated(k)));
-                all
-            })
+            .flat_map(|it| (0..it.options.len()).map(move |k| it.rotated(k)))
             .collect();
     }
     Ok((task, out))
@@ -267,6 +265,8 @@ fn media(row: &Row, root: &Path, images: &HashMap<String, Arc<str>>) -> Result<V
     let mut out = Vec::new();
     let own = row.text("index").and_then(|i| images.get(&i));
     if let Some(list) = row.list("image")? {
+        // `images` holds a row's own image where its field is one image, not a list.
+        let single = !row.text("image").is_some_and(|i| i.starts_with('['));
         for image in list {
             let data = if image.len() <= 64 {
                 images.get(image.trim()).cloned().with_context(|| {
@@ -277,7 +277,7 @@ fn media(row: &Row, root: &Path, images: &HashMap<String, Arc<str>>) -> Result<V
             } else {
                 match own {
                     // The row's own single image, already made into a data URL.
-                    Some(url) if url.ends_with(image.trim()) => url.clone(),
+                    Some(url) if single => url.clone(),
                     _ => data_url(&image).into(),
                 }
             };

@@ -24,6 +24,21 @@ use serde_json::{Value as Json, json};
 use crate::cli::ModelArgs;
 use crate::generate::Loaded;
 
+/// The cases of a reference fixture under `fixtures/eval/` (written from VLMEvalKit's own
+/// code by `tools/reference/`).
+#[cfg(test)]
+fn reference_cases(name: &str) -> Vec<Json> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/eval")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let mut fixture: Json = serde_json::from_str(&text).expect("json");
+    match fixture["cases"].take() {
+        Json::Array(cases) => cases,
+        other => panic!("{}: cases is {other}", path.display()),
+    }
+}
+
 /// `nuri eval`'s flags.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["data", "benchmark"])))]
@@ -32,11 +47,7 @@ pub struct EvalArgs {
     model: ModelArgs,
     /// A QA JSONL file in the training format: exact match of each conversation's last
     /// answer.
-    #[arg(
-        long,
-        required_unless_present = "benchmark",
-        conflicts_with = "benchmark"
-    )]
+    #[arg(long)]
     data: Option<PathBuf>,
     /// A benchmark file: VLMEvalKit's multiple-choice TSV (MMBench, MMStar, SEED-Bench,
     /// K-MMBench, …), a short-answer VQA TSV/JSONL, or video multiple choice (Video-MME-style

@@ -72,25 +72,20 @@ pub fn open(out: &Path, header: &Json, restart: bool) -> Result<(HashMap<String,
     } else if let Ok(text) = std::fs::read_to_string(&run) {
         let before: Json =
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", run.display()))?;
-        for what in ["model", "settings"] {
-            if before[what] != header[what] {
+        for (what, at) in [
+            ("model", "/model"),
+            ("settings", "/settings"),
+            ("benchmark file (sha256)", "/benchmark/sha256"),
+        ] {
+            if before.pointer(at) != header.pointer(at) {
                 bail!(
                     "{} holds predictions made with another {what} ({} vs now {}); choose \
                      another --out, or --restart to replace them",
                     out.display(),
-                    before[what],
-                    header[what]
+                    before.pointer(at).unwrap_or(&Json::Null),
+                    header.pointer(at).unwrap_or(&Json::Null)
                 );
             }
-        }
-        if before["benchmark"]["sha256"] != header["benchmark"]["sha256"] {
-            bail!(
-                "{} holds predictions for another benchmark file (sha256 {} vs now {}); \
-                 choose another --out, or --restart to replace them",
-                out.display(),
-                before["benchmark"]["sha256"],
-                header["benchmark"]["sha256"]
-            );
         }
     }
     // Written whole or not at all: a kill here leaves the previous one.

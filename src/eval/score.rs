@@ -135,7 +135,7 @@ pub fn summarize(scored: &[Scored], circular: bool) -> Summary {
         ..Default::default()
     };
     // Per group: its first item and whether all its rotations were right.
-    let mut groups: BTreeMap<&str, (&Item, bool, usize)> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, (&Item, bool)> = BTreeMap::new();
     for r in scored {
         s.failed += usize::from(r.error.is_some());
         // A failed generation is counted as failed, not as an answer with no letter in it.
@@ -144,22 +144,21 @@ pub fn summarize(scored: &[Scored], circular: bool) -> Summary {
             s.unscored += 1;
             continue;
         };
-        let first = r.item.key == r.item.group || r.item.key.ends_with("@0");
+        let first = r.item.first_asking();
         if first {
             s.vanilla.add(r.item, score);
         }
         let g = groups
             .entry(r.item.group.as_str())
-            .or_insert((r.item, true, 0));
+            .or_insert((r.item, true));
         if first {
             g.0 = r.item;
         }
         g.1 &= score >= 1.0;
-        g.2 += 1;
     }
     if circular {
         let mut c = Tallies::default();
-        for (item, all_right, _) in groups.values() {
+        for (item, all_right) in groups.values() {
             c.add(item, f64::from(u8::from(*all_right)));
         }
         s.circular = Some(c);

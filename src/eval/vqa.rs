@@ -323,10 +323,7 @@ mod tests {
     /// VQA evaluation (tools/reference/make_vqa_fixture.py).
     #[test]
     fn the_same_scores_as_vlmevalkit() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/eval/vqa.json");
-        let fixture: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
-        let cases = fixture["cases"].as_array().expect("cases");
+        let cases = crate::eval::reference_cases("vqa.json");
         assert_eq!(cases.len(), 300);
         let mut wrong = Vec::new();
         for c in cases {

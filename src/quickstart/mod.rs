@@ -332,6 +332,11 @@ struct Evaluated {
     samples: Vec<Scored>,
 }
 
+/// Questions answered together, and the most tokens an answer may have, when the
+/// quickstart evaluates (its JSONL splits and the test split's TSV alike).
+const EVAL_BATCH: usize = 64;
+const EVAL_TOKENS: usize = 12;
+
 /// Step 4: greedy answers on the test, compositional and reversed splits.
 fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Evaluated> {
     println!("[4/4] evaluating by greedy generation (exact match)");
@@ -345,7 +350,7 @@ fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Eval
     let mut benchmark = None;
     for split in ["test", "compositional"] {
         let file = limited(data, split, o.eval_limit)?;
-        let scored = score_file(&loaded, &file, 64, 12)?;
+        let scored = score_file(&loaded, &file, EVAL_BATCH, EVAL_TOKENS)?;
         if split == "test" {
             samples = pick_samples(&scored);
             benchmark = benchmark_check(o, data, &file, &trained.model_dir, &loaded)?;
@@ -354,7 +359,7 @@ fn evaluate(o: &QuickstartOptions, data: &Path, trained: Trained) -> Result<Eval
     }
     let reversed = {
         let file = limited(data, "reversed", o.eval_limit)?;
-        let scored = score_file(&loaded, &file, 64, 12)?;
+        let scored = score_file(&loaded, &file, EVAL_BATCH, EVAL_TOKENS)?;
         let n = scored.len().max(1) as f64;
         let flipped = scored.iter().filter(|s| s.correct).count() as f64 / n;
         let forward = scored
@@ -406,7 +411,14 @@ fn benchmark_check(
     };
     let model = serde_json::json!({"path": model_dir, "dtype": "F32"});
     let bench = crate::eval::benchmark::read_benchmark(&tsv, &args)?;
-    let run = crate::eval::benchmark::run_benchmark(loaded, &model, &bench, &args, 64, 12)?;
+    let run = crate::eval::benchmark::run_benchmark(
+        loaded,
+        &model,
+        &bench,
+        &args,
+        EVAL_BATCH,
+        EVAL_TOKENS,
+    )?;
     let overall = run.summary.vanilla.overall;
     Ok(Some(BenchmarkCheck {
         file: tsv,

@@ -12,11 +12,10 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Gradients;
 use burn::tensor::{DType, Device, Tensor};
-use common::Case;
+use common::{Case, max_abs_diff};
 use nuri_model::{NuriModel, load_pretrained, save_pretrained};
 use nuri_train::config::OptimConfig;
 use nuri_train::loss::labelled_loss;
-use safetensors::SafeTensors;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -40,14 +39,6 @@ fn loss(model: &NuriModel, case: &Case, labels: &[i64], device: &Device) -> Tens
     let input = case.input(device);
     let (hidden, _, _) = model.hidden_states(&input, None).expect("a forward pass");
     labelled_loss(model, hidden, labels, device).0
-}
-
-fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 #[test]
@@ -77,20 +68,21 @@ fn one_step_and_ten_adamw_steps_equal_pytorch() {
     let as_grads = model.clone().map(&mut ToGradient(&grads));
     let out = std::env::temp_dir().join(format!("nuri-train-step-{}", std::process::id()));
     save_pretrained(&as_grads, &config, &out).expect("export");
-    let ours = std::fs::read(out.join("model.safetensors")).expect("exported");
-    let ours = SafeTensors::deserialize(&ours).expect("safetensors");
-    let theirs = std::fs::read(dir.join("grads.safetensors")).expect("grads");
-    let theirs = SafeTensors::deserialize(&theirs).expect("safetensors");
+    let ours = Case::open(&out.join("model.safetensors"));
+    let theirs = Case::open(&dir.join("grads.safetensors"));
+    let names: Vec<String> = theirs
+        .tensors()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect();
     let mut report = Vec::new();
     let mut worst = 0.0f32;
-    for name in theirs.names() {
-        let (a, b) = (floats(&ours, name), floats(&theirs, name));
+    for name in &names {
+        let (a, b) = (ours.floats(name).0, theirs.floats(name).0);
         assert_eq!(a.len(), b.len(), "{name}");
         let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let diff = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        let diff = max_abs_diff(&a, &b);
         let rel = if scale > 0.0 { diff / scale } else { diff };
         worst = worst.max(rel);
         if rel > 1e-4 {
@@ -99,7 +91,7 @@ fn one_step_and_ten_adamw_steps_equal_pytorch() {
             ));
         }
     }
-    assert_eq!(theirs.names().len(), 58);
+    assert_eq!(names.len(), 58);
     assert!(
         report.is_empty(),
         "gradients differ:\n{}",
